@@ -1,0 +1,1 @@
+"""eventservice: session analytics events over WebSocket, HTTP and Server-Sent Events."""

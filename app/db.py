@@ -1,0 +1,91 @@
+"""The database: embedded PostgreSQL when no URL is given, the pool, and migrations."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from app import queries
+
+log = logging.getLogger("eventservice.db")
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or attach to) the pgserver PostgreSQL in data_dir; return its URL.
+
+    Imported lazily: with DATABASE_URL set the service never touches pgserver.
+    The server is stopped by pgserver's atexit hook when this process exits, so a
+    restart reuses the same files and keeps every committed event.
+    """
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    return str(server.get_uri())
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # json/jsonb travel as text: event data is stored and returned verbatim,
+    # spliced into responses without a decode/encode round trip.
+    # json's binary wire format is its UTF-8 text, which is what COPY needs.
+    await conn.set_type_codec(
+        "json", encoder=str.encode, decoder=_decode_utf8, schema="pg_catalog", format="binary"
+    )
+
+
+def _decode_utf8(raw: bytes) -> str:
+    return raw.decode()
+
+
+async def create_pool(database_url: str, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(database_url: str, **kwargs: Any) -> asyncpg.Connection:
+    conn = await asyncpg.connect(database_url, **kwargs)
+    await _init_connection(conn)
+    return conn
+
+
+def migration_files() -> list[Path]:
+    return sorted(SCHEMA_DIR.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(database_url: str) -> list[str]:
+    """Apply every schema/NNN_*.sql not yet recorded, in order; return what ran.
+
+    A session-level advisory lock serialises concurrent starters (several workers
+    or hosts); files are idempotent anyway, so one that already ran as an initdb
+    script is simply recorded.
+    """
+    conn = await asyncpg.connect(database_url)
+    applied: list[str] = []
+    try:
+        await conn.execute(queries.MIGRATION_LOCK)
+        await conn.execute(queries.CREATE_MIGRATIONS_TABLE)
+        done = {r["version"] for r in await conn.fetch(queries.APPLIED_MIGRATIONS)}
+        for path in migration_files():
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(queries.RECORD_MIGRATION, path.name)
+            applied.append(path.name)
+            log.info("migration applied", extra={"version": path.name})
+        await conn.execute(queries.MIGRATION_UNLOCK)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,207 @@
+"""The per-process LISTEN hub: one connection, one read per wake-up, bounded fan-out.
+
+Life cycle (after procrastinate's listener): connect, LISTEN, then forever read
+every row after the last position fanned out, and wait for a notification or a
+poll timeout. A lost connection is re-established with backoff and the loop
+simply reads on from the last position, so a lost notification or connection
+costs latency, never data. The NOTIFY payload is only a wake-up hint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import asyncpg
+
+from app import db, metrics, queries, sse_format
+
+log = logging.getLogger("eventservice.hub")
+
+PAGE_ROWS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One stream entry, encoded once and shared by every subscriber's buffer."""
+
+    position: int
+    kind: str
+    session_id: str
+    name: str | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    session_ids: frozenset[str] | None = None
+    names: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.session_ids is None and self.names is None and self.types is None
+
+    def matches(self, item: Item) -> bool:
+        return (
+            (self.session_ids is None or item.session_id in self.session_ids)
+            and (self.names is None or item.name in self.names)
+            and (self.types is None or item.kind in self.types)
+        )
+
+
+class Subscriber:
+    """A client's bounded buffer. Overflow drops the client (it resumes by id)."""
+
+    __slots__ = ("buffer", "filters", "limit", "overflowed", "start_position", "wake")
+
+    def __init__(self, filters: Filters, limit: int, start_position: int) -> None:
+        self.filters = filters
+        self.limit = limit
+        self.buffer: deque[Item] = deque()
+        self.wake = asyncio.Event()
+        self.overflowed = False
+        self.start_position = start_position
+
+    def offer(self, items: list[Item]) -> bool:
+        """Append what matches; False when the buffer overflowed (caller drops us)."""
+        if self.filters.empty:
+            self.buffer.extend(items)
+        else:
+            match = self.filters.matches
+            self.buffer.extend(item for item in items if match(item))
+        if len(self.buffer) > self.limit:
+            self.overflowed = True
+            self.buffer.clear()
+            self.wake.set()
+            return False
+        if self.buffer:
+            self.wake.set()
+        return True
+
+    def drain(self) -> list[Item]:
+        items = list(self.buffer)
+        self.buffer.clear()
+        self.wake.clear()
+        return items
+
+
+def item_from_row(row: asyncpg.Record | tuple) -> Item:
+    return Item(row[0], row[1], row[2], row[4], sse_format.message(tuple(row)))  # type: ignore[arg-type]
+
+
+class Hub:
+    def __init__(self, database_url: str, poll_seconds: float) -> None:
+        self._database_url = database_url
+        self._poll_seconds = poll_seconds
+        self._conn: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._notified_at: float | None = None
+        self.position = 0  # highest position fanned out
+        self.base = 1
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)
+
+    async def start(self) -> None:
+        await self._connect()
+        assert self._conn is not None
+        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS)
+        self.base = bounds["base"]
+        self.position = bounds["head"] if bounds["head"] is not None else self.base - 1
+        self._task = asyncio.create_task(self._run(), name="hub")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self._close_connection()
+        for sub in list(self._subscribers):
+            sub.wake.set()
+
+    def subscribe(self, filters: Filters, limit: int) -> Subscriber:
+        # Synchronous on purpose: no await between reading the position and joining
+        # the set, so the subscriber receives exactly the items after start_position.
+        sub = Subscriber(filters, limit, self.position)
+        self._subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    async def _connect(self) -> None:
+        conn = await db.connect(self._database_url, timeout=10)
+        await conn.add_listener(queries.LISTEN_CHANNEL, self._on_notify)
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+
+    async def _close_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), timeout=2)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if self._notified_at is None:
+            self._notified_at = time.perf_counter()
+        self._wake.set()
+
+    def _on_terminated(self, _conn: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while not self._stopping:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    await self._close_connection()
+                    await self._connect()
+                    metrics.LISTEN_RECONNECTS.inc()
+                    log.info("LISTEN connection re-established; catching up from %d", self.position)
+                await self._catch_up()
+                backoff = 0.05
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                except TimeoutError:
+                    pass
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("LISTEN connection lost (%s); retrying in %.2fs", exc, backoff)
+                await self._close_connection()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _catch_up(self) -> None:
+        assert self._conn is not None
+        while True:
+            # Cleared before the read: a notification arriving during it sets the
+            # event again and costs one more (possibly empty) read, never a miss.
+            self._wake.clear()
+            notified_at, self._notified_at = self._notified_at, None
+            rows = await self._conn.fetch(queries.STREAM_AFTER, self.position, PAGE_ROWS)
+            if rows:
+                self._fan_out([item_from_row(row) for row in rows])
+                if notified_at is not None:
+                    metrics.HUB_LAG.observe(time.perf_counter() - notified_at)
+            if len(rows) < PAGE_ROWS:
+                return
+
+    def _fan_out(self, items: list[Item]) -> None:
+        self.position = items[-1].position
+        dropped = [sub for sub in self._subscribers if not sub.offer(items)]
+        for sub in dropped:
+            self._subscribers.discard(sub)
+            metrics.SSE_DROPPED.labels("slow_client").inc()

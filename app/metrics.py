@@ -1,0 +1,38 @@
+"""Prometheus instruments, defined once; the /metrics route only renders them."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+BATCHES = Counter(
+    "eventservice_batches_total", "WebSocket batches by result", ["result"], registry=REGISTRY
+)
+EVENTS = Counter("eventservice_events_total", "Events by result", ["result"], registry=REGISTRY)
+ACK_LATENCY = Histogram(
+    "eventservice_ack_latency_seconds",
+    "Time from a batch being queued for commit to its commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+REJECTED = Counter(
+    "eventservice_rejected_batches_total", "Rejected batches by error code", ["reason"], registry=REGISTRY
+)
+WS_CONNECTIONS = Gauge("eventservice_websocket_connections", "Open ingest WebSockets", registry=REGISTRY)
+SSE_CLIENTS = Gauge("eventservice_sse_clients", "Connected SSE clients", registry=REGISTRY)
+SSE_MESSAGES = Counter("eventservice_sse_messages_total", "SSE messages sent to clients", registry=REGISTRY)
+SSE_DROPPED = Counter(
+    "eventservice_sse_clients_dropped_total", "SSE clients reset or dropped", ["reason"], registry=REGISTRY
+)
+HUB_LAG = Histogram(
+    "eventservice_notification_lag_seconds",
+    "Time from a NOTIFY arriving to its rows being fanned out",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+    registry=REGISTRY,
+)
+LISTEN_RECONNECTS = Counter(
+    "eventservice_listen_reconnects_total", "Times the LISTEN connection was re-established", registry=REGISTRY
+)
+REPLAY_ROWS = Counter("eventservice_replay_rows_total", "Rows served from the database to resuming clients", registry=REGISTRY)
+POOL_SIZE = Gauge("eventservice_pool_connections", "Database pool connections by state", ["state"], registry=REGISTRY)

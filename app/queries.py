@@ -1,0 +1,106 @@
+"""Every SQL statement the service runs, named. Schema lives in schema/*.sql."""
+
+from __future__ import annotations
+
+# --- migrations ---------------------------------------------------------------
+MIGRATION_LOCK = "SELECT pg_advisory_lock(727401, 0)"
+MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(727401, 0)"
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())
+"""
+APPLIED_MIGRATIONS = "SELECT version FROM schema_migrations"
+RECORD_MIGRATION = "INSERT INTO schema_migrations (version) VALUES ($1) ON CONFLICT DO NOTHING"
+
+# --- health -------------------------------------------------------------------
+PING = "SELECT 1"
+
+# --- write path ---------------------------------------------------------------
+# Names are sorted by the caller so concurrent upserts lock index entries in one
+# order and cannot deadlock. A name committed concurrently by another writer is
+# invisible to this statement's snapshot: the caller repeats for what is missing.
+UPSERT_EVENT_NAMES = """
+WITH inserted AS (
+    INSERT INTO event_names (name) SELECT unnest($1::text[])
+    ON CONFLICT (name) DO NOTHING
+    RETURNING id, name)
+SELECT id, name FROM inserted
+UNION ALL
+SELECT id, name FROM event_names WHERE name = ANY($1::text[])
+"""
+
+# Returns the (scope, batch_id) pairs that were new; the others are duplicates.
+CLAIM_BATCH_IDS = """
+INSERT INTO ingest_batches (scope, batch_id, accepted)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[])
+ON CONFLICT DO NOTHING
+RETURNING scope::text, batch_id
+"""
+
+EVENTS_TABLE = "events"
+EVENTS_COPY_COLUMNS = ("session_id", "type", "ts", "name_id", "data")
+
+REJECTED_INSERT = """
+INSERT INTO rejected_batches (scope, error, message, frame, frame_bytes)
+VALUES ($1, $2, $3, $4, $5)
+"""
+REJECTED_PRUNE = """
+DELETE FROM rejected_batches
+ WHERE id <= (SELECT max(id) FROM rejected_batches) - $1
+"""
+
+# --- reads: sessions ------------------------------------------------------------
+# LEFT JOINs: a session with a start and no EVENT yet is a 200 with no children,
+# never a 404. Keyset paging on (ts, position) = "by timestamp, then arrival".
+SESSION_TREE_PAGE = """
+SELECT s.start_ms, s.end_ms, e.position, e.ts, n.name, e.data
+  FROM sessions s
+  LEFT JOIN events e
+         ON e.session_id = s.id AND e.type = 'EVENT' AND (e.ts, e.position) > ($2, $3)
+  LEFT JOIN event_names n ON n.id = e.name_id
+ WHERE s.id = $1
+ ORDER BY e.ts, e.position
+ LIMIT $4
+"""
+
+RECENT_SESSIONS = """
+SELECT id::text AS session_id, start_ms, end_ms, event_count, seen
+  FROM sessions
+ WHERE seen < $1
+ ORDER BY seen DESC
+ LIMIT $2
+"""
+
+# --- reads: the stream ----------------------------------------------------------
+STREAM_BOUNDS = """
+SELECT (SELECT base FROM stream_meta) AS base,
+       (SELECT max(position) FROM events) AS head,
+       (SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END
+          FROM events_position_seq) AS allocated
+"""
+
+# The hub's read: everything after what it has fanned out, in position order.
+STREAM_AFTER = """
+SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
+  FROM events e
+  LEFT JOIN event_names n ON n.id = e.name_id
+ WHERE e.position > $1
+ ORDER BY e.position
+ LIMIT $2
+"""
+
+# A resuming client's replay, bounded above by what the hub had fanned out when
+# the client subscribed; filters as arrays, NULL meaning "any".
+STREAM_REPLAY = """
+SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
+  FROM events e
+  LEFT JOIN event_names n ON n.id = e.name_id
+ WHERE e.position > $1 AND e.position <= $2
+   AND ($3::uuid[] IS NULL OR e.session_id = ANY($3::uuid[]))
+   AND ($4::text[] IS NULL OR n.name = ANY($4::text[]))
+   AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+ ORDER BY e.position
+ LIMIT $6
+"""
+
+LISTEN_CHANNEL = "eventservice_events"

@@ -1,0 +1,35 @@
+"""Liveness and readiness: what load balancers and orchestrators poll."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from app import queries
+from app.writer import is_unavailable
+
+
+async def healthcheck(_request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+async def readyz(request: Request) -> Response:
+    pool: asyncpg.Pool = request.app.state.services.pool
+    try:
+        async with asyncio.timeout(2):
+            async with pool.acquire() as conn:
+                await conn.fetchval(queries.PING)
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; classified for the body
+        reason = "database unreachable" if is_unavailable(exc) else "database error"
+        return JSONResponse({"status": "unavailable", "reason": f"{reason}: {exc!s}"[:300]}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+routes = [
+    Route("/healthcheck", healthcheck, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+]

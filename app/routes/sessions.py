@@ -1,0 +1,48 @@
+"""GET /sessions: recently first-seen sessions, newest first, cursor-paged."""
+
+from __future__ import annotations
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import queries
+from app.errors import error_response
+from app.params import bounded_int
+from app.writer import is_unavailable
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 1_000
+_NEWEST = 2**63 - 1
+
+
+async def recent_sessions(request: Request) -> Response:
+    params = request.query_params
+    limit = bounded_int(params.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+    if limit is None:
+        return error_response(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    before = bounded_int(params.get("before", str(_NEWEST)), 0, _NEWEST)
+    if before is None:
+        return error_response(400, "invalid_cursor", "before must be a cursor returned as next by a previous page.")
+    pool: asyncpg.Pool = request.app.state.services.pool
+    try:
+        async with pool.acquire(timeout=10) as conn:
+            rows = await conn.fetch(queries.RECENT_SESSIONS, before, limit + 1)
+    except Exception as exc:
+        if is_unavailable(exc):
+            return error_response(503, "unavailable", "The database is unavailable; retry later.", {"Retry-After": "1"})
+        raise
+    page = rows[:limit]
+    body = {
+        "sessions": [
+            {"session_id": r["session_id"], "start": r["start_ms"], "end": r["end_ms"], "events": r["event_count"]}
+            for r in page
+        ],
+        "next": str(page[-1]["seen"]) if len(rows) > limit else None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+routes = [Route("/sessions", recent_sessions, methods=["GET"])]

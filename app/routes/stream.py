@@ -1,0 +1,139 @@
+"""GET /database_events: every stored entry as Server-Sent Events, resumable without gaps.
+
+Resume ordering (after Mercure): subscribe to the hub first, which fixes the
+position H up to which the hub had fanned out; replay (Last-Event-ID, H] from the
+database in pages; then drain the live buffer, which holds exactly the entries
+after H. Replay and live never overlap and leave no hole, because H is read and
+the subscription made in one synchronous step, and positions are commit-ordered
+(see schema/001_init.sql). Replays read through the pool, never the hub's
+connection, so one client's replay cannot stall anybody's live stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import metrics, queries, sse_format
+from app.errors import error_response
+from app.hub import Filters, Hub, Subscriber, item_from_row
+from app.ingest import ENTRY_TYPES, parse_uuid
+from app.params import bounded_int
+from app.services import Services
+
+REPLAY_PAGE = 2_000
+_MAX_POSITION = 2**63 - 1
+
+
+def _filters(request: Request) -> Filters | str:
+    params = request.query_params
+    sessions = params.getlist("session_id")
+    parsed = [parse_uuid(s) for s in sessions]
+    if any(p is None for p in parsed):
+        return "session_id must be a UUID."
+    types = params.getlist("type")
+    if any(t not in ENTRY_TYPES for t in types):
+        return "type must be SESSION_START, EVENT or SESSION_END."
+    names = params.getlist("name")
+    return Filters(
+        session_ids=frozenset(p for p in parsed if p is not None) or None,
+        names=frozenset(names) or None,
+        types=frozenset(types) or None,
+    )
+
+
+async def database_events(request: Request) -> Response:
+    services: Services = request.app.state.services
+    filters = _filters(request)
+    if isinstance(filters, str):
+        return error_response(400, "invalid_filter", filters)
+
+    # The query parameter is explicit user input: malformed is a 400. The header
+    # comes from EventSource itself; a 400 would stop it for good, so a position we
+    # cannot read gets a reset instead.
+    resume: int | None = None
+    unreadable = False
+    if "last_event_id" in request.query_params:
+        resume = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
+        if resume is None:
+            return error_response(400, "invalid_last_event_id", "last_event_id must be a stream position (a decimal integer).")
+    elif (header := request.headers.get("last-event-id")) is not None and header.strip():
+        resume = bounded_int(header.strip(), 0, _MAX_POSITION)
+        unreadable = resume is None
+
+    hub: Hub = services.hub
+    settings = services.settings
+    subscriber = hub.subscribe(filters, settings.sse_client_buffer)
+    metrics.SSE_CLIENTS.inc()
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            yield sse_format.retry(settings.sse_retry_ms)
+            if unreadable:
+                yield sse_format.reset(subscriber.start_position, "unknown_position")
+            elif resume is not None:
+                async for chunk in _replay(services.pool, hub, subscriber, resume):
+                    yield chunk
+            async for chunk in _live(hub, subscriber):
+                yield chunk
+        finally:
+            hub.unsubscribe(subscriber)
+            metrics.SSE_CLIENTS.dec()
+
+    return EventSourceResponse(
+        events(),
+        ping=settings.sse_ping_seconds,
+        send_timeout=settings.sse_send_timeout_seconds,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int) -> AsyncIterator[bytes]:
+    upper = subscriber.start_position
+    after = hub.base - 1 if resume == 0 else resume
+    async with pool.acquire(timeout=10) as conn:
+        bounds = await conn.fetchrow(queries.STREAM_BOUNDS)
+    if after < hub.base - 1 or after > max(bounds["allocated"] or 0, upper):
+        # From another database (positions start at a random base per database)
+        # or ahead of this one: nothing to replay honestly.
+        metrics.SSE_DROPPED.labels("reset_position").inc()
+        yield sse_format.reset(upper, "unknown_position")
+        return
+    f = subscriber.filters
+    args = (
+        list(f.session_ids) if f.session_ids else None,
+        list(f.names) if f.names else None,
+        list(f.types) if f.types else None,
+    )
+    while after < upper:
+        async with pool.acquire(timeout=10) as conn:
+            rows = await conn.fetch(queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
+        if not rows:
+            break
+        metrics.REPLAY_ROWS.inc(len(rows))
+        metrics.SSE_MESSAGES.inc(len(rows))
+        yield b"".join(item_from_row(row).payload for row in rows)
+        after = rows[-1]["position"]
+        if len(rows) < REPLAY_PAGE:
+            break
+
+
+async def _live(hub: Hub, subscriber: Subscriber) -> AsyncIterator[bytes]:
+    while True:
+        await subscriber.wake.wait()
+        if subscriber.overflowed:
+            yield sse_format.reset(hub.position, "slow_client")
+            return
+        items = subscriber.drain()
+        if items:
+            metrics.SSE_MESSAGES.inc(len(items))
+            # Everything queued for this client goes out in one write.
+            yield b"".join(item.payload for item in items)
+
+
+routes = [Route("/database_events", database_events, methods=["GET"])]

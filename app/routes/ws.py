@@ -1,0 +1,141 @@
+"""WebSocket /ws: frames in, ACK or ERROR out, in frame order, after COMMIT.
+
+Reading and answering are two tasks joined by a bounded queue: the reader
+validates and submits frames while earlier ones commit (pipelining), and when
+max_inflight_batches are waiting it stops reading, so TCP pushes back on a fast
+client instead of the server's memory growing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from app import metrics
+from app.errors import error_response
+from app.ingest import Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.services import Services
+from app.writer import Outcome
+
+log = logging.getLogger("eventservice.ws")
+
+_TIMESTAMP_SCALES = {"ms": 1, "s": 1000}
+
+Pending = tuple[Batch, "asyncio.Future[Outcome]"] | Rejection | None
+
+
+async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
+    """A 400 to the handshake where the server supports denial responses, else 1008."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(400, code, message))
+    else:
+        await websocket.close(code=1008, reason=message[:120])
+
+
+def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, str]:
+    params = websocket.query_params
+    session_id = None
+    if "sessionId" in params:
+        session_id = parse_uuid(params["sessionId"])
+        if session_id is None:
+            return ("invalid_session_id", "sessionId must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0.")
+    unit = params.get("timestampUnit", "ms")
+    if unit not in _TIMESTAMP_SCALES:
+        return ("invalid_timestamp_unit", "timestampUnit must be ms or s.")
+    s = services.settings
+    return FrameRules(
+        session_id=session_id,
+        timestamp_scale=_TIMESTAMP_SCALES[unit],
+        max_batch_events=s.max_batch_events,
+        max_data_bytes=s.max_data_bytes,
+        max_data_depth=s.max_data_depth,
+    )
+
+
+async def ingest(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    rules = _rules(websocket, services)
+    if isinstance(rules, tuple):
+        await _refuse(websocket, *rules)
+        return
+    await websocket.accept()
+    metrics.WS_CONNECTIONS.inc()
+    replies: asyncio.Queue[Pending] = asyncio.Queue(maxsize=services.settings.max_inflight_batches)
+    answerer = asyncio.create_task(_answer(websocket, replies))
+    number = 0
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            number += 1
+            frame = message.get("text")
+            result = parse_frame(frame if frame is not None else message.get("bytes"), number, rules)
+            if isinstance(result, Rejection):
+                await replies.put(result)
+            else:
+                await replies.put((result, services.writer.submit(result)))
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await replies.put(None)
+        await answerer
+        metrics.WS_CONNECTIONS.dec()
+
+
+async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending]) -> None:
+    """Send each frame's answer in order; after the peer is gone, keep draining."""
+    connected = True
+    while (pending := await replies.get()) is not None:
+        if isinstance(pending, Rejection):
+            reply = _error(pending.number, pending.batch_id, pending.error, pending.message, pending.details)
+            metrics.BATCHES.labels(pending.error).inc()
+        else:
+            batch, future = pending
+            outcome = await future
+            if outcome.error is not None:
+                reply = _error(batch.number, batch.batch_id, outcome.error, outcome.message, [])
+                metrics.BATCHES.labels(outcome.error).inc()
+            else:
+                reply = orjson.dumps(
+                    {
+                        "type": "ACK",
+                        "batch": batch.number,
+                        "batch_id": batch.batch_id,
+                        "accepted": outcome.accepted,
+                        "duplicate": outcome.duplicate,
+                    }
+                )
+                metrics.BATCHES.labels("duplicate" if outcome.duplicate else "accepted").inc()
+                metrics.EVENTS.labels("accepted").inc(outcome.accepted)
+        if connected:
+            try:
+                await websocket.send_text(reply.decode())
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                # The client left; its batches still commit (they were submitted),
+                # it just cannot hear about it. Draining keeps the reader unblocked.
+                connected = False
+    if connected:
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.close(code=1000)
+
+
+def _error(number: int, batch_id: str | None, code: str, message: str, details: list) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "ERROR",
+            "batch": number,
+            "batch_id": batch_id,
+            "error": code,
+            "message": message,
+            "details": [d.as_json() for d in details],
+        }
+    )
+
+
+routes = [WebSocketRoute("/ws", ingest)]

@@ -1,0 +1,19 @@
+"""The long-lived objects a request needs, created and torn down by the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from app.config import Settings
+from app.hub import Hub
+from app.writer import Writer
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    pool: asyncpg.Pool
+    writer: Writer
+    hub: Hub

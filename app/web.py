@@ -1,0 +1,50 @@
+"""The app factory and its lifespan, which owns every long-lived resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from app import db
+from app.config import Settings, load_settings
+from app.hub import Hub
+from app.names import NameCache
+from app.routes import health, metrics, page, session, sessions, stream, ws
+from app.services import Services
+from app.writer import Writer
+
+log = logging.getLogger("eventservice")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Built from the environment when uvicorn imports it in a worker process."""
+    settings = settings or load_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set before the app is built (python -m app sets it)")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        url = settings.database_url
+        assert url is not None
+        await db.migrate(url)
+        pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
+        writer = Writer(pool, NameCache(settings.name_cache_size), settings.writer_max_events)
+        hub = Hub(url, settings.hub_poll_seconds)
+        try:
+            writer.start()
+            await hub.start()
+            app.state.services = Services(settings, pool, writer, hub)
+            log.info("ready", extra={"host": settings.host, "port": settings.port})
+            yield
+        finally:
+            # Reverse order of creation: commit what was accepted, then stop
+            # fanning out, then release the database.
+            await writer.close()
+            await hub.stop()
+            await pool.close()
+
+    routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
+    return Starlette(routes=routes, lifespan=lifespan)
