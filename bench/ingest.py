@@ -70,6 +70,7 @@ def ingest_row(
         "server CPU s": m.get("server"),
         "PG CPU s": m.get("db"),
         "client CPU s": m.get("client"),
+        "other CPU s": m.get("other"),
         "server µs/ev": per(m.get("server"), events),
         "PG µs/ev": per(m.get("db"), events),
         "server RSS MiB": mib(rss),

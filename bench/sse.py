@@ -23,9 +23,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from .service import run_loop
 from .stats import Recorder
 
-GRACE = 1.0  # seconds after a window closes during which its late deliveries are still awaited
+GRACE = 3.0  # seconds after a window closes during which its late deliveries are still awaited
 
 
 @dataclass
@@ -33,7 +34,7 @@ class SseStats:
     connected: int = 0
     failed: int = 0
     first_failure: str | None = None
-    deliveries: int = 0  # messages with a data line received inside the window
+    deliveries: int = 0  # messages whose data.t (writer's send time) falls inside the window
     latency: Recorder = field(default_factory=Recorder)
     resets: int = 0  # "event: reset" messages
     ended: int = 0  # streams the server ended (dropped clients), reconnected with Last-Event-ID
@@ -95,7 +96,6 @@ class _Group:
         with contextlib.suppress(aiohttp.ClientError, OSError):
             async for chunk in resp.content.iter_any():
                 now = time.time()
-                inside = self.window[0] <= now < self.window[1]
                 lines = (buf + chunk).split(b"\n")
                 buf = lines.pop()
                 for raw in lines:
@@ -103,14 +103,13 @@ class _Group:
                     if not line:
                         reset = False
                     elif line.startswith(b"data:"):
-                        if reset:
+                        if reset or b'"t":' not in line:
                             continue
-                        if inside:
+                        msg = orjson.loads(line[5:])
+                        sent = (msg.get("data") or {}).get("t") if isinstance(msg, dict) else None
+                        if isinstance(sent, float) and self.window[0] <= sent < self.window[1]:
                             st.deliveries += 1
-                            msg = orjson.loads(line[5:])
-                            sent = (msg.get("data") or {}).get("t") if isinstance(msg, dict) else None
-                            if isinstance(sent, float):
-                                st.latency.add(now - sent)
+                            st.latency.add(now - sent)
                     elif line.startswith(b"id:"):
                         last_id = line[3:].strip().decode()
                     elif line.startswith(b"event:"):
@@ -155,13 +154,7 @@ def _pack(st: SseStats) -> dict[str, Any]:
 
 
 def _child(conn: Connection, url: str, count: int, concurrency: int, deadline: float) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(_Group(url, count, concurrency, deadline).run(conn))
+    run_loop(_Group(url, count, concurrency, deadline).run(conn))
 
 
 class SseClients:
