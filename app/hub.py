@@ -22,6 +22,8 @@ from app import db, metrics, queries, sse_format
 log = logging.getLogger("eventservice.hub")
 
 PAGE_ROWS = 5_000
+# How operators (and the tests) find the hub's connection in pg_stat_activity.
+HUB_APPLICATION_NAME = "eventservice-hub"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +144,7 @@ class Hub:
         self._subscribers.discard(sub)
 
     async def _connect(self) -> None:
-        conn = await db.connect(self._database_url, timeout=10)
+        conn = await db.connect(self._database_url, timeout=10, server_settings={"application_name": HUB_APPLICATION_NAME})
         await conn.add_listener(queries.LISTEN_CHANNEL, self._on_notify)
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from app import metrics, queries, sse_format
 from app.errors import error_response
@@ -28,6 +30,20 @@ from app.services import Services
 
 REPLAY_PAGE = 2_000
 _MAX_POSITION = 2**63 - 1
+
+
+class _Stream(EventSourceResponse):
+    """A client whose socket stays full for send_timeout is dropped, not an app error.
+
+    sse-starlette raises SendTimeoutError out of the response, which the server
+    would log as a crash; for us it is the designed end of a slow client.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            metrics.SSE_DROPPED.labels("send_timeout").inc()
 
 
 def _filters(request: Request) -> Filters | str:
@@ -85,7 +101,7 @@ async def database_events(request: Request) -> Response:
             hub.unsubscribe(subscriber)
             metrics.SSE_CLIENTS.dec()
 
-    return EventSourceResponse(
+    return _Stream(
         events(),
         ping=settings.sse_ping_seconds,
         send_timeout=settings.sse_send_timeout_seconds,
