@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
 
 import uvicorn
@@ -31,6 +32,10 @@ def check_exposure(settings: Settings) -> str | None:
     return None
 
 
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = load_settings(sys.argv[1:] if argv is None else argv)
     refusal = check_exposure(settings)
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         url = db.start_embedded(settings.data_dir)
         settings = Settings(**{**settings.__dict__, "database_url": url})
         print(f"embedded PostgreSQL running in {settings.data_dir.resolve()}", file=sys.stderr)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets
+    # atexit run, which stops the embedded PostgreSQL cleanly.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     # Workers (and the factory in this process) read settings from the environment.
     os.environ.update(settings_to_environ(settings))
     uvicorn.run(

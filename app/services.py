@@ -8,6 +8,7 @@ import asyncpg
 
 from app.config import Settings
 from app.hub import Hub
+from app.lifecycle import Drain
 from app.writer import Writer
 
 
@@ -17,3 +18,4 @@ class Services:
     pool: asyncpg.Pool
     writer: Writer
     hub: Hub
+    drain: Drain

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from app import db
 from app.config import Settings, load_settings
 from app.hub import Hub
+from app.lifecycle import Drain, install_signal_handlers
 from app.names import NameCache
 from app.routes import health, metrics, page, session, sessions, stream, ws
 from app.services import Services
@@ -36,7 +37,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             writer.start()
             await hub.start()
-            app.state.services = Services(settings, pool, writer, hub)
+            drain = Drain()
+            install_signal_handlers(drain, settings.graceful_timeout_seconds)
+            app.state.services = Services(settings, pool, writer, hub, drain)
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             yield
         finally:

@@ -18,7 +18,10 @@ async def healthcheck(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    pool: asyncpg.Pool = request.app.state.services.pool
+    services = request.app.state.services
+    if services.drain.draining:
+        return JSONResponse({"status": "unavailable", "reason": "shutting down"}, status_code=503)
+    pool: asyncpg.Pool = services.pool
     try:
         async with asyncio.timeout(2):
             async with pool.acquire() as conn:

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app import metrics
 from app.errors import error_response
 from app.ingest import Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.lifecycle import Drain
 from app.services import Services
 from app.writer import Outcome
 
@@ -29,12 +30,12 @@ _TIMESTAMP_SCALES = {"ms": 1, "s": 1000}
 Pending = tuple[Batch, "asyncio.Future[Outcome]"] | Rejection | None
 
 
-async def _refuse(websocket: WebSocket, code: str, message: str) -> None:
-    """A 400 to the handshake where the server supports denial responses, else 1008."""
+async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 400) -> None:
+    """An HTTP error to the handshake where the server supports denial responses, else a close code."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(400, code, message))
+        await websocket.send_denial_response(error_response(status, code, message))
     else:
-        await websocket.close(code=1008, reason=message[:120])
+        await websocket.close(code=1001 if status == 503 else 1008, reason=message[:120])
 
 
 def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, str]:
@@ -59,6 +60,9 @@ def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, 
 
 async def ingest(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
+    if services.drain.draining:
+        await _refuse(websocket, "shutting_down", "The server is shutting down; connect again.", status=503)
+        return
     rules = _rules(websocket, services)
     if isinstance(rules, tuple):
         await _refuse(websocket, *rules)
@@ -66,13 +70,54 @@ async def ingest(websocket: WebSocket) -> None:
     await websocket.accept()
     metrics.WS_CONNECTIONS.inc()
     replies: asyncio.Queue[Pending] = asyncio.Queue(maxsize=services.settings.max_inflight_batches)
-    answerer = asyncio.create_task(_answer(websocket, replies))
+    answerer = asyncio.create_task(_answer(websocket, replies, services.drain))
+    state = _ReadState()
+    reader = asyncio.create_task(_read(websocket, rules, services, replies, state))
+    # Registered until the last ACK is out, so a drain waits for the answers too.
+    unregister = services.drain.register(lambda: state.stop_reading(reader))
+    try:
+        await asyncio.wait({reader})
+        if not reader.cancelled() and reader.exception() is not None:
+            log.warning("ingest reader failed: %r", reader.exception())
+    finally:
+        await replies.put(None)
+        await answerer
+        unregister()
+        metrics.WS_CONNECTIONS.dec()
+
+
+class _ReadState:
+    """Lets a drain stop the reader between frames, never mid-submit.
+
+    Cancelling the reader while it waits in receive() loses nothing; cancelling it
+    in replies.put() would lose the ACK of a batch already submitted.
+    """
+
+    __slots__ = ("receiving", "stopped")
+
+    def __init__(self) -> None:
+        self.receiving = False
+        self.stopped = False
+
+    def stop_reading(self, reader: asyncio.Task[None]) -> None:
+        self.stopped = True
+        if self.receiving:
+            reader.cancel()
+
+
+async def _read(
+    websocket: WebSocket, rules: FrameRules, services: Services, replies: asyncio.Queue[Pending], state: _ReadState
+) -> None:
     number = 0
     try:
-        while True:
-            message = await websocket.receive()
+        while not state.stopped:
+            state.receiving = True
+            try:
+                message = await websocket.receive()
+            finally:
+                state.receiving = False
             if message["type"] == "websocket.disconnect":
-                break
+                return
             number += 1
             frame = message.get("text")
             result = parse_frame(frame if frame is not None else message.get("bytes"), number, rules)
@@ -81,14 +126,10 @@ async def ingest(websocket: WebSocket) -> None:
             else:
                 await replies.put((result, services.writer.submit(result)))
     except WebSocketDisconnect:
-        pass
-    finally:
-        await replies.put(None)
-        await answerer
-        metrics.WS_CONNECTIONS.dec()
+        return
 
 
-async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending]) -> None:
+async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending], drain: Drain) -> None:
     """Send each frame's answer in order; after the peer is gone, keep draining."""
     connected = True
     while (pending := await replies.get()) is not None:
@@ -122,7 +163,8 @@ async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending]) -> None
                 connected = False
     if connected:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await websocket.close(code=1000)
+            # 1001 "going away" tells the client to reconnect (to another instance).
+            await websocket.close(code=1001 if drain.draining else 1000)
 
 
 def _error(number: int, batch_id: str | None, code: str, message: str, details: list) -> bytes:
