@@ -360,6 +360,12 @@
         es.close();
         state.es = null;
         onStreamFailed();
+      } else if (from) {
+        // This URL carries ?last_event_id=<old position>; the browser's own retry would
+        // resend it and replay from there. Reconnect ourselves from the newest position.
+        es.close();
+        state.es = null;
+        scheduleReconnect();
       } else {
         // The browser reconnects by itself and sends Last-Event-ID.
         setStatus('reconnecting');
@@ -496,6 +502,7 @@
     body.insertBefore(frag, body.firstChild);
     while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
     updateFeedCount();
+    updateEps();
     if (unknownSession) scheduleSessionsRefresh();
     if (touchedOpenSession) scheduleDetailRefresh();
   }
@@ -930,6 +937,11 @@
       if (ev.key === 'Escape' && state.detail) closeSession();
     });
     setInterval(updateEps, 500);
+    // The session panel opens below the header, so status and Pause stay in reach.
+    const header = document.querySelector('.topbar');
+    const fit = () => document.documentElement.style.setProperty('--topbar-height', header.offsetHeight + 'px');
+    fit();
+    if (window.ResizeObserver) new ResizeObserver(fit).observe(header);
   }
 
   async function start() {
@@ -937,6 +949,12 @@
     bind();
     readFiltersFromUrl();
     updateTokenForget();
+    // On a phone the filter form folds away unless a filter is active.
+    const f = state.filters;
+    if (window.matchMedia && window.matchMedia('(max-width: 640px)').matches &&
+        !f.session && !f.names.length && !f.types.length) {
+      $('filters-box').open = false;
+    }
     updateFeedCount();
     updatePausedCount();
     const ok = await loadSessions(true);
