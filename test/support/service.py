@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 class Service:
     """Start, stop and restart one server process; its output goes to a log file."""
 
-    def __init__(self, database_url: str, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, database_url: str | None, *args: str, env: dict[str, str] | None = None, port: int | None = None) -> None:
         self.database_url = database_url
         self.args = list(args)
         self.env = env or {}
@@ -38,7 +38,9 @@ class Service:
 
     def start(self, timeout: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.isupper() or k in _KEEP_ENV}
-        env.update({"DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}, **self.env)
+        env.update({"PYTHONUNBUFFERED": "1"}, **self.env)
+        if self.database_url:  # None: the service starts its embedded PostgreSQL
+            env["DATABASE_URL"] = self.database_url
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "--port", str(self.port), *self.args],
