@@ -69,18 +69,20 @@ async def database_events(request: Request) -> Response:
     if isinstance(filters, str):
         return error_response(400, "invalid_filter", filters)
 
-    # The query parameter is explicit user input: malformed is a 400. The header
-    # comes from EventSource itself; a 400 would stop it for good, so a position we
-    # cannot read gets a reset instead.
+    # The header wins: an EventSource opened with ?last_event_id=N sends the newer
+    # position in the header when it reconnects by itself. The header comes from
+    # EventSource, and a 400 would stop it for good, so a position we cannot read
+    # gets a reset; the query parameter is typed by a person: malformed is a 400.
     resume: int | None = None
     unreadable = False
-    if "last_event_id" in request.query_params:
+    header = request.headers.get("last-event-id", "").strip()
+    if header:
+        resume = bounded_int(header, 0, _MAX_POSITION)
+        unreadable = resume is None
+    elif "last_event_id" in request.query_params:
         resume = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
         if resume is None:
             return error_response(400, "invalid_last_event_id", "last_event_id must be a stream position (a decimal integer).")
-    elif (header := request.headers.get("last-event-id")) is not None and header.strip():
-        resume = bounded_int(header.strip(), 0, _MAX_POSITION)
-        unreadable = resume is None
 
     hub: Hub = services.hub
     settings = services.settings

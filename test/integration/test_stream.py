@@ -260,3 +260,14 @@ async def test_keepalive_comments_are_sent(start_service) -> None:
                 chunk = await stream.response.content.readany()
                 stream._feed(chunk)
     assert any(c.startswith("ping") for c in stream.comments)
+
+
+async def test_header_wins_over_query_when_eventsource_reconnects(service: Service) -> None:
+    """EventSource keeps the URL it was opened with and adds the newer id as a header."""
+    session = new_session()
+    await upload(service.ws_url, session, [event("old", TS)], [event("new", TS)])
+    async with await SSEReader.open(service.url, f"?session_id={session}&last_event_id=0") as first:
+        old, new = await first.take(2)
+    query = f"?session_id={session}&last_event_id=0"
+    async with await SSEReader.open(service.url, query, headers={"Last-Event-ID": old.id or ""}) as again:
+        assert (await again.next()).position == new.position
