@@ -9,7 +9,7 @@ import sys
 
 import uvicorn
 
-from app import db
+from app import db, logs, protocol
 from app.config import Settings, load_settings, settings_to_environ
 
 
@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         log_level=settings.log_level,
         access_log=False,
+        log_config=logs.log_config(settings),  # one format, tokens redacted (app/logs.py)
         loop="uvloop",
-        http="httptools",
+        http=protocol.with_head_deadline(settings.handshake_timeout_seconds),  # httptools + slowloris deadline
         ws="websockets",
     )
     return 0

@@ -43,6 +43,11 @@ class Settings:
     max_connections: int = 20_000
     handshake_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
+    # Ingest rate limits (token buckets, batches per second; 0 = off). See app/limits.py.
+    ingest_rate_per_connection: float = 0.0
+    ingest_burst_per_connection: int = 100
+    ingest_rate_per_token: float = 0.0
+    ingest_burst_per_token: int = 1_000
 
     pool_min_size: int = 2
     pool_max_size: int = 10
@@ -83,8 +88,12 @@ _HELP: dict[str, str] = {
     "max_data_depth": "deepest nesting of event data",
     "max_inflight_batches": "batches a connection may have awaiting commit before reads pause",
     "max_connections": "cap on concurrent WebSocket + SSE connections",
-    "handshake_timeout_seconds": "seconds a WebSocket may take to send its first frame",
-    "idle_timeout_seconds": "seconds of silence after which a WebSocket is closed",
+    "handshake_timeout_seconds": "seconds a new TCP connection may take to send its request head (WebSocket handshakes too)",
+    "idle_timeout_seconds": "seconds a WebSocket may go without sending a frame before it is closed (1001); 0: never",
+    "ingest_rate_per_connection": "batches per second one WebSocket may send, token bucket; 0: unlimited",
+    "ingest_burst_per_connection": "batches one WebSocket may send at once before its rate applies",
+    "ingest_rate_per_token": "batches per second all WebSockets of one ingest token may send (per process); 0: unlimited",
+    "ingest_burst_per_token": "batches all WebSockets of one ingest token may send at once before its rate applies",
     "pool_min_size": "database pool minimum connections",
     "pool_max_size": "database pool maximum connections",
     "writer_max_events": "most events merged into one group-commit transaction",

@@ -36,3 +36,22 @@ LISTEN_RECONNECTS = Counter(
 )
 REPLAY_ROWS = Counter("eventservice_replay_rows_total", "Rows served from the database to resuming clients", registry=REGISTRY)
 POOL_SIZE = Gauge("eventservice_pool_connections", "Database pool connections by state", ["state"], registry=REGISTRY)
+
+# --- security (app/auth.py, app/limits.py, app/rejected.py) ------------------------
+CONNECTIONS_REFUSED = Counter(
+    "eventservice_connections_refused_total",
+    "Requests and connections refused at the edge (origin, unauthorized, capacity)",
+    ["reason"],
+    registry=REGISTRY,
+)
+CONNECTIONS_TIMED_OUT = Counter(
+    "eventservice_connections_timed_out_total",
+    "Connections closed by a timeout (handshake: no request head in time; idle: a WebSocket sent nothing)",
+    ["reason"],
+    registry=REGISTRY,
+)
+REJECTED_UNRECORDED = Counter(
+    "eventservice_rejected_batches_unrecorded_total",
+    "Rejected batches that could not be kept in rejected_batches (queue full or database failure)",
+    registry=REGISTRY,
+)

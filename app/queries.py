@@ -40,9 +40,12 @@ RETURNING scope::text, batch_id
 EVENTS_TABLE = "events"
 EVENTS_COPY_COLUMNS = ("session_id", "type", "ts", "name_id", "data")
 
+# Rejected batches (app/rejected.py, schema/002_rejected_batches.sql): kept for
+# inspection, pruned to the newest $1 rows by id (ids only grow, so "oldest first").
 REJECTED_INSERT = """
-INSERT INTO rejected_batches (scope, error, message, frame, frame_bytes)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO rejected_batches
+       (received_at, connection, session_id, batch, batch_id, error, message, frame, frame_bytes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
 REJECTED_PRUNE = """
 DELETE FROM rejected_batches

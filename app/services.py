@@ -9,6 +9,7 @@ import asyncpg
 from app.config import Settings
 from app.hub import Hub
 from app.lifecycle import Drain
+from app.rejected import RejectedRecorder
 from app.writer import Writer
 
 
@@ -19,3 +20,4 @@ class Services:
     writer: Writer
     hub: Hub
     drain: Drain
+    rejected: RejectedRecorder  # app/rejected.py: every ERROR'd batch is kept for inspection

@@ -8,12 +8,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from app import db
+from app import db, security
 from app.config import Settings, load_settings
 from app.hub import Hub
 from app.lifecycle import Drain, install_signal_handlers
 from app.names import NameCache
-from app.routes import health, metrics, page, session, sessions, stream, ws
+from app.rejected import RejectedRecorder
+from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
 from app.services import Services
 from app.writer import Writer
 
@@ -34,20 +35,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
         writer = Writer(pool, NameCache(settings.name_cache_size), settings.writer_max_events)
         hub = Hub(url, settings.hub_poll_seconds)
+        rejected = RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes)
         try:
             writer.start()
+            rejected.start()
             await hub.start()
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
-            app.state.services = Services(settings, pool, writer, hub, drain)
+            app.state.services = Services(settings, pool, writer, hub, drain, rejected)
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             yield
         finally:
             # Reverse order of creation: commit what was accepted, then stop
             # fanning out, then release the database.
             await writer.close()
+            await rejected.close()  # after the last ERROR was answered, before the pool goes
             await hub.stop()
             await pool.close()
 
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
-    return Starlette(routes=routes, lifespan=lifespan)
+    routes += openapi.routes
+    # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
+    return Starlette(routes=routes, lifespan=lifespan, middleware=security.middleware(settings))

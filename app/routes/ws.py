@@ -16,10 +16,12 @@ import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app import metrics
+from app import limits, metrics
+from app.connlog import connection_id
 from app.errors import error_response
 from app.ingest import Batch, FrameRules, Rejection, parse_frame, parse_uuid
 from app.lifecycle import Drain
+from app.rejected import RejectedRecorder
 from app.services import Services
 from app.writer import Outcome
 
@@ -27,7 +29,8 @@ log = logging.getLogger("eventservice.ws")
 
 _TIMESTAMP_SCALES = {"ms": 1, "s": 1000}
 
-Pending = tuple[Batch, "asyncio.Future[Outcome]"] | Rejection | None
+# A submitted batch keeps its raw frame until answered: an ERROR keeps it in rejected_batches.
+Pending = tuple[Batch, "asyncio.Future[Outcome]", str | bytes | None] | Rejection | None
 
 
 async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 400) -> None:
@@ -70,7 +73,7 @@ async def ingest(websocket: WebSocket) -> None:
     await websocket.accept()
     metrics.WS_CONNECTIONS.inc()
     replies: asyncio.Queue[Pending] = asyncio.Queue(maxsize=services.settings.max_inflight_batches)
-    answerer = asyncio.create_task(_answer(websocket, replies, services.drain))
+    answerer = asyncio.create_task(_answer(websocket, replies, services.drain, services.rejected))
     state = _ReadState()
     reader = asyncio.create_task(_read(websocket, rules, services, replies, state))
     # Registered until the last ACK is out, so a drain waits for the answers too.
@@ -120,27 +123,51 @@ async def _read(
                 return
             number += 1
             frame = message.get("text")
-            result = parse_frame(frame if frame is not None else message.get("bytes"), number, rules)
+            raw = frame if frame is not None else message.get("bytes")
+            # Over a rate limit the frame is not even parsed (app/limits.py).
+            limited = limits.admit_batch(websocket.scope, number)
+            result = limited if limited is not None else parse_frame(raw, number, rules)
             if isinstance(result, Rejection):
+                services.rejected.record(
+                    error=result.error,
+                    message=result.message,
+                    frame=raw,
+                    batch=number,
+                    batch_id=result.batch_id,
+                    session_id=rules.session_id,
+                    connection=connection_id(websocket.scope),
+                )
                 await replies.put(result)
             else:
-                await replies.put((result, services.writer.submit(result)))
+                await replies.put((result, services.writer.submit(result), raw))
     except WebSocketDisconnect:
         return
 
 
-async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending], drain: Drain) -> None:
+async def _answer(
+    websocket: WebSocket, replies: asyncio.Queue[Pending], drain: Drain, rejected: RejectedRecorder
+) -> None:
     """Send each frame's answer in order; after the peer is gone, keep draining."""
     connected = True
     while (pending := await replies.get()) is not None:
         if isinstance(pending, Rejection):
-            reply = _error(pending.number, pending.batch_id, pending.error, pending.message, pending.details)
+            retry = pending.retry_after_ms if isinstance(pending, limits.RateLimited) else None
+            reply = _error(pending.number, pending.batch_id, pending.error, pending.message, pending.details, retry)
             metrics.BATCHES.labels(pending.error).inc()
         else:
-            batch, future = pending
+            batch, future, frame = pending
             outcome = await future
             if outcome.error is not None:
                 reply = _error(batch.number, batch.batch_id, outcome.error, outcome.message, [])
+                rejected.record(
+                    error=outcome.error,
+                    message=outcome.message,
+                    frame=frame,
+                    batch=batch.number,
+                    batch_id=batch.batch_id,
+                    session_id=batch.scope,
+                    connection=connection_id(websocket.scope),
+                )
                 metrics.BATCHES.labels(outcome.error).inc()
             else:
                 reply = orjson.dumps(
@@ -167,17 +194,18 @@ async def _answer(websocket: WebSocket, replies: asyncio.Queue[Pending], drain: 
             await websocket.close(code=1001 if drain.draining else 1000)
 
 
-def _error(number: int, batch_id: str | None, code: str, message: str, details: list) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "ERROR",
-            "batch": number,
-            "batch_id": batch_id,
-            "error": code,
-            "message": message,
-            "details": [d.as_json() for d in details],
-        }
-    )
+def _error(number: int, batch_id: str | None, code: str, message: str, details: list, retry_after_ms: int | None = None) -> bytes:
+    body = {
+        "type": "ERROR",
+        "batch": number,
+        "batch_id": batch_id,
+        "error": code,
+        "message": message,
+        "details": [d.as_json() for d in details],
+    }
+    if retry_after_ms is not None:
+        body["retry_after_ms"] = retry_after_ms  # rate_limited: when to send again
+    return orjson.dumps(body)
 
 
 routes = [WebSocketRoute("/ws", ingest)]

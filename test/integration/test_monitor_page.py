@@ -407,6 +407,7 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
         await expect(page.get_by_test_id("token-error")).to_contain_text("rejected")
 
         await page.get_by_test_id("token-input").fill("read-secret")
+        saved_at = len(monitor.requests)  # before this, requests went without a token or with the wrong one
         await page.get_by_test_id("token-save").click()
         await monitor.expect_state("live")
         await expect(panel).to_be_hidden()
@@ -421,7 +422,7 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
         await expect(page.get_by_test_id("session-detail")).to_have_attribute("data-loaded", "true")
 
         for path in ("/database_events?", "/sessions?", f"/session/{sid}?"):
-            sent = [u for u in monitor.requests if path in u]
+            sent = [u for u in monitor.requests[saved_at:] if path in u]
             assert sent and all("token=read-secret" in u for u in sent), (path, sent)
 
         # A reload uses the stored token without asking again.

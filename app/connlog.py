@@ -1,0 +1,163 @@
+"""One structured log line per WebSocket / SSE connection: when it opens and when it closes.
+
+An ASGI middleware, outermost after CORS, so it sees every connection however it
+ends: refused at the edge (origin, token, capacity: one `refused` line with the
+status), or opened and later closed (an `open` line, then a `close` line with
+its duration, counts and close code). Each connection gets a short random id,
+stored in the scope so the other lines about it (rejected batches) carry the
+same `conn` field and can be joined with it.
+
+Counts come from the ASGI messages themselves, so no route has to report
+anything: frames received, ACKs and ERRORs sent (a reply's first bytes say which)
+for a WebSocket; bytes sent for an SSE stream. Plain HTTP requests get no line
+(uvicorn's access log is off, on purpose: one line per request would drown the
+rest); a 5xx answer does get one, as an error.
+
+Fields: conn, kind (ws or sse), remote, session (the sessionId or session_id
+filters, when they are UUIDs; anything else a client typed is not echoed),
+principal (e.g. ingest#1, never the token), then per close: seconds, frames,
+acks, errors, code (WebSocket close code) or bytes (SSE).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.auth import PRINCIPAL_KEY
+from app.ingest import parse_uuid
+
+log = logging.getLogger("eventservice.conn")
+
+CONNECTION_KEY = "eventservice.conn"
+_SSE_PATH = "/database_events"
+
+
+def connection_id(scope: Scope) -> str | None:
+    """The id of the connection a scope belongs to, for other log lines and rejected rows."""
+    return scope.get(CONNECTION_KEY)
+
+
+def _remote(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+def _sessions(scope: Scope) -> str | None:
+    """The session(s) a connection is about, only in canonical UUID form."""
+    query = scope.get("query_string", b"").decode("latin-1")
+    wanted = "sessionId" if scope["type"] == "websocket" else "session_id"
+    found = [parse_uuid(value) for key, value in parse_qsl(query, keep_blank_values=True) if key == wanted]
+    if not found:
+        return None
+    return ",".join(s if s is not None else "invalid" for s in found[:10])
+
+
+class ConnectionLog:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == _SSE_PATH:
+            await self._sse(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _base(self, scope: Scope, kind: str) -> dict[str, Any]:
+        conn = scope[CONNECTION_KEY] = secrets.token_hex(4)
+        fields: dict[str, Any] = {"conn": conn, "kind": kind, "remote": _remote(scope)}
+        if (session := _sessions(scope)) is not None:
+            fields["session"] = session
+        return fields
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fields = self._base(scope, "ws")
+        started = time.monotonic()
+        counts = {"frames": 0, "acks": 0, "errors": 0}
+        state: dict[str, Any] = {"opened": False, "status": None, "code": None}
+
+        async def counting_receive() -> Message:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                counts["frames"] += 1
+            elif kind == "websocket.disconnect" and state["code"] is None:
+                state["code"] = message.get("code", 1005)
+            return message
+
+        async def counting_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.send":
+                text = message.get("text") or ""
+                if text.startswith('{"type":"ACK"'):
+                    counts["acks"] += 1
+                elif text.startswith('{"type":"ERROR"'):
+                    counts["errors"] += 1
+            elif kind == "websocket.accept":
+                state["opened"] = True
+                if (principal := scope.get(PRINCIPAL_KEY)) is not None:
+                    fields["principal"] = principal
+                log.info("ws open", extra=fields)
+            elif kind == "websocket.close":
+                state["code"] = message.get("code", 1000)
+                if not state["opened"]:
+                    state["status"] = 403  # what uvicorn answers to a close before accept
+            elif kind == "websocket.http.response.start":
+                state["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            seconds = round(time.monotonic() - started, 3)
+            if state["opened"]:
+                log.info("ws close", extra={**fields, "seconds": seconds, **counts, "code": state["code"]})
+            else:
+                log.warning("ws refused", extra={**fields, "status": state["status"], "code": state["code"]})
+
+    async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fields = self._base(scope, "sse")
+        started = time.monotonic()
+        state: dict[str, Any] = {"status": None, "bytes": 0}
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                if state["status"] == 200:
+                    if (principal := scope.get(PRINCIPAL_KEY)) is not None:
+                        fields["principal"] = principal
+                    log.info("sse open", extra=fields)
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            seconds = round(time.monotonic() - started, 3)
+            if state["status"] == 200:
+                log.info("sse close", extra={**fields, "seconds": seconds, "bytes": state["bytes"]})
+            else:
+                level = logging.ERROR if (state["status"] or 500) >= 500 and state["status"] != 503 else logging.WARNING
+                log.log(level, "sse refused", extra={**fields, "status": state["status"]})
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 500:
+                fields = {"method": scope.get("method"), "path": scope["path"], "status": message["status"]}
+                log.error("http error", extra={**fields, "remote": _remote(scope)})
+            await send(message)
+
+        await self.app(scope, receive, watching_send)
+
+
+__all__ = ["CONNECTION_KEY", "ConnectionLog", "connection_id"]
