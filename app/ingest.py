@@ -25,6 +25,10 @@ NIL_SCOPE = "00000000-0000-0000-0000-000000000000"
 
 _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+# How orjson writes a float of magnitude 1e18 or more. orjson reads an integer
+# literal past 64 bits as such a float, so data holding one may not be what the
+# client sent (false positives, e.g. "e+20" inside a string, only cost a re-read).
+_ROUNDED_INT_RE = re.compile(r"e\+(?:1[89]|[2-9][0-9]|[0-9]{3})")
 
 
 def parse_uuid(value: object) -> str | None:
@@ -78,36 +82,53 @@ class FrameRules:
     max_data_depth: int
 
 
-def _loads(frame: str | bytes) -> tuple[Any, str | None]:
+def _loads(frame: str | bytes, exact: bool = False) -> tuple[Any, str | None, bool]:
     """Parse JSON; orjson first (fast), the stdlib as a second opinion.
 
-    orjson refuses some documents the stdlib reads (lone surrogates, integers past
-    64 bits). Re-reading those lets validation name the event and field at fault
-    instead of answering a bare invalid_json.
+    orjson refuses some documents the stdlib reads (lone surrogates). Re-reading
+    those lets validation name the event and field at fault instead of answering a
+    bare invalid_json. orjson also reads integers past 64 bits as (rounded) floats;
+    `exact` skips it so such a frame can be re-read with every integer intact. The
+    third value says whether the document was read exactly (by the stdlib).
     """
-    try:
-        return orjson.loads(frame), None
-    except orjson.JSONDecodeError as exc:
-        first_error = str(exc)
+    first_error: str | None = None
+    if not exact:
+        try:
+            return orjson.loads(frame), None, False
+        except orjson.JSONDecodeError as exc:
+            first_error = str(exc)
     try:
         text = frame.decode("utf-8") if isinstance(frame, bytes) else frame
-        return json.loads(text, parse_constant=_reject_constant), None
-    except (ValueError, UnicodeDecodeError):  # JSONDecodeError is a ValueError
-        return None, first_error
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float), None, True
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        return None, first_error or str(exc), True
     except RecursionError:
-        return None, "nested too deeply"
+        return None, "nested too deeply", True
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Batch | Rejection:
+def _finite_float(literal: str) -> float:
+    """The stdlib reads 1e400 as infinity, which orjson would then write as null."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise ValueError(f"number {literal[:40]} is too large to represent")
+    return value
+
+
+def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules, *, exact: bool = False) -> Batch | Rejection:
+    """One frame to a Batch, or a Rejection naming what is wrong (nothing is stored).
+
+    `exact` re-reads the frame with the stdlib parser; parse_frame does so itself
+    when orjson may have rounded an integer in some event's data.
+    """
     if frame is None or isinstance(frame, bytes):
         return Rejection(
             number, None, "invalid_json", "Binary frames are not accepted: send each batch as a text frame of JSON."
         )
-    doc, error = _loads(frame)
+    doc, error, exact = _loads(frame, exact)
     if error is not None:
         return Rejection(number, None, "invalid_json", f"The frame is not valid JSON: {error}.")
 
@@ -115,7 +136,9 @@ def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Ba
     if isinstance(doc, dict):
         raw_id = doc.get("batch_id")
         if "events" not in doc:
-            return Rejection(number, None, "invalid_batch", 'An object frame must be an envelope {"batch_id": "...", "events": [...]}.')
+            return Rejection(
+                number, None, "invalid_batch", 'An object frame must be an envelope {"batch_id": "...", "events": [...]}.'
+            )
         if raw_id is not None:
             bad_text = isinstance(raw_id, str) and ("\x00" in raw_id or _SURROGATE_RE.search(raw_id))
             if not isinstance(raw_id, str) or not 1 <= len(raw_id) <= MAX_BATCH_ID_CHARS or bad_text:
@@ -159,6 +182,9 @@ def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Ba
         return Rejection(
             number, batch_id, "invalid_event", f"{count} of {len(events)} events are invalid; nothing was stored.", problems
         )
+    if not exact and any(e[4] is not None and "e+" in e[4] and _ROUNDED_INT_RE.search(e[4]) for e in entries):
+        # Rare: a float this large may be an integer orjson rounded; read it exactly.
+        return parse_frame(frame, number, rules, exact=True)
     scope = rules.session_id or NIL_SCOPE
     return Batch(number, batch_id, scope, entries, len(frame))
 
@@ -167,7 +193,8 @@ def _validate_event(index: int, event: Any, rules: FrameRules) -> Entry | Proble
     if not isinstance(event, dict):
         return Problem(index, "", "must be a JSON object")
     kind = event.get("type")
-    if kind not in _ENTRY_TYPE_SET:
+    # isinstance first: a list or object there is unhashable and would raise.
+    if not isinstance(kind, str) or kind not in _ENTRY_TYPE_SET:
         return Problem(index, "type", "must be SESSION_START, EVENT or SESSION_END")
 
     raw_ts = event.get("timestamp")
@@ -231,6 +258,10 @@ def _data_text(data: Any, rules: FrameRules) -> str | Problem:
             encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         except (ValueError, UnicodeEncodeError):
             return Problem(None, "data", "contains a lone surrogate or a non-finite number, which PostgreSQL cannot store")
+        except RecursionError:
+            # orjson stops writing at 255 levels, the stdlib near the interpreter's
+            # recursion limit: either way far past max_data_depth.
+            return Problem(None, "data", f"nests deeper than {rules.max_data_depth} levels")
     if len(encoded) > rules.max_data_bytes:
         return Problem(None, "data", f"is {len(encoded)} bytes as compact JSON; at most {rules.max_data_bytes} are allowed")
     # A document cannot nest deeper than it has brackets: skip the walk when cheap.

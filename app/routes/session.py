@@ -50,7 +50,9 @@ async def _page(pool: asyncpg.Pool, session_id: str, after: tuple[int, int], lim
 async def session_tree(request: Request) -> Response:
     session_id = parse_uuid(request.path_params["session_id"])
     if session_id is None:
-        return error_response(400, "invalid_session_id", "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0")
+        return error_response(
+            400, "invalid_session_id", "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0."
+        )
     limit: int | None = None
     after = _START
     params = request.query_params
