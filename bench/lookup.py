@@ -40,7 +40,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         accepted = await upload(svc.ws, sid, session_events(args.events))
         url = f"{svc.http}/session/{sid}"
         connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as http:
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
             async with http.get(url) as r:
                 body = await r.read()
                 if r.status != 200:

@@ -136,7 +136,7 @@ class Meter:
             "server": self.server.cpu_seconds(),
             "db": self.database.cpu_seconds(),
             "client": _cpu(me, with_reaped=False) + sum(_cpu(c, with_reaped=False) for c in helpers),
-            "busy": sum(sys_times) - sys_times.idle - getattr(sys_times, "iowait", 0.0),
+            "busy": sum(getattr(sys_times, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq")),
         }
 
     def start(self) -> None:

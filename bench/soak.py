@@ -44,6 +44,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             f"{svc.http}/database_events?session_id={sids[0]}",
             args.sse_clients,
             max_seconds=cfg.warmup + cfg.duration + 120,
+            by_receipt=True,
         )
         try:
             st = await sse.connect(wait_s=60 + args.sse_clients / 100) if args.sse_clients else None

@@ -41,8 +41,8 @@ class SseStats:
 
 
 class _Group:
-    def __init__(self, url: str, count: int, concurrency: int, deadline: float) -> None:
-        self.url, self.count, self.deadline = url, count, deadline
+    def __init__(self, url: str, count: int, concurrency: int, deadline: float, by_receipt: bool) -> None:
+        self.url, self.count, self.deadline, self.by_receipt = url, count, deadline, by_receipt
         self.gate = asyncio.Semaphore(concurrency)
         self.stats = SseStats()
         self.window = (float("inf"), float("inf"))
@@ -103,7 +103,12 @@ class _Group:
                     if not line:
                         reset = False
                     elif line.startswith(b"data:"):
-                        if reset or b'"t":' not in line:
+                        if reset:
+                            continue
+                        if self.by_receipt:
+                            st.deliveries += self.window[0] <= now < self.window[1]
+                            continue
+                        if b'"t":' not in line:
                             continue
                         msg = orjson.loads(line[5:])
                         sent = (msg.get("data") or {}).get("t") if isinstance(msg, dict) else None
@@ -153,14 +158,25 @@ def _pack(st: SseStats) -> dict[str, Any]:
     }
 
 
-def _child(conn: Connection, url: str, count: int, concurrency: int, deadline: float) -> None:
-    run_loop(_Group(url, count, concurrency, deadline).run(conn))
+def _child(conn: Connection, url: str, count: int, concurrency: int, deadline: float, by_receipt: bool) -> None:
+    run_loop(_Group(url, count, concurrency, deadline, by_receipt).run(conn))
 
 
 class SseClients:
     """``total`` SSE clients spread over ``procs`` child processes (parent side)."""
 
-    def __init__(self, url: str, total: int, procs: int = 1, concurrency: int = 200, max_seconds: float = 3600) -> None:
+    def __init__(
+        self,
+        url: str,
+        total: int,
+        procs: int = 1,
+        concurrency: int = 200,
+        max_seconds: float = 3600,
+        by_receipt: bool = False,
+    ) -> None:
+        """``by_receipt``: count every message received in the window (no latency), instead of
+        the messages whose ``data.t`` (the writer's send time) falls in it."""
+        self.by_receipt = by_receipt
         self.url, self.total, self.procs = url, total, max(1, min(procs, total or 1))
         self.concurrency, self.deadline = concurrency, time.time() + max_seconds
         self.pipes: list[Connection] = []
@@ -171,7 +187,9 @@ class SseClients:
         share = [self.total // self.procs + (1 if i < self.total % self.procs else 0) for i in range(self.procs)]
         for n in share:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_child, args=(child, self.url, n, max(1, self.concurrency // self.procs), self.deadline))
+            proc = ctx.Process(
+                target=_child, args=(child, self.url, n, max(1, self.concurrency // self.procs), self.deadline, self.by_receipt)
+            )
             proc.start()
             self.pipes.append(parent)
             self.children.append(proc)

@@ -85,6 +85,15 @@ def build_frames(cfg: IngestConfig, sids: list[str], client: int) -> list[str]:
     return frames
 
 
+async def acquire(sem: asyncio.Semaphore, wait_s: float) -> bool:
+    """Take a window slot within ``wait_s`` seconds; False when none came free in time."""
+    try:
+        await asyncio.wait_for(sem.acquire(), timeout=max(0.001, wait_s))
+    except TimeoutError:
+        return False
+    return True
+
+
 @dataclass
 class _Window:
     start: float
@@ -146,7 +155,8 @@ async def _client(
                         break
                     if scheduled > now:
                         await asyncio.sleep(scheduled - now)
-                await sem.acquire()
+                if not await acquire(sem, win.end - time.monotonic()):
+                    break  # the server stopped answering: give up at the window's end
                 if not interval:
                     scheduled = time.monotonic()
                 body = frames[k % len(frames)]
@@ -174,7 +184,8 @@ async def run(ws_base: str, cfg: IngestConfig, sids: list[str], meter: Any = Non
     t0 = time.monotonic()
     win = _Window(t0 + cfg.warmup, t0 + cfg.warmup + cfg.duration)
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as http:
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
 
         async def metering() -> None:
             await asyncio.sleep(max(0.0, win.start - time.monotonic()))
