@@ -29,7 +29,7 @@ from app.config import Settings
 
 REDACTED = "[redacted]"
 
-_QUERY_TOKEN = re.compile(r"(?i)((?:^|[?&;\s\"'])token=)[^&;\s\"'#]*")
+_QUERY_TOKEN = re.compile(r"(?i)((?:^|[?&;\s\"'])token=)[^&;\s\"'#\\]*")
 _AUTH_HEADER = re.compile(r"(?i)(authorization[\"']?\s*[:=,]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"',;)}\]]+")
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
 
@@ -108,18 +108,22 @@ class JsonFormatter(logging.Formatter):
         self._redact = Redactor(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
+        # Redacted value by value, before encoding: redacting the encoded line
+        # could cut through a JSON escape and leave a line that does not parse.
+        redact = self._redact
         out: dict[str, Any] = {
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         for key, value in _fields(record).items():
-            out.setdefault(key, value)
+            out.setdefault(key, redact(value) if isinstance(value, str) else value)
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         line = orjson.dumps(out, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-        return self._redact(line)
+        # Non-string fields (lists, dicts) are few and ours; one last pass for them.
+        return line if all(isinstance(v, str | int | float | bool) for v in out.values()) else redact(line)
 
 
 def _one_line(text: str) -> str:

@@ -502,3 +502,29 @@ async def test_non_loopback_bind_starts_with_insecure_or_tokens(
     svc = await start_service(*flags, env=env)
     status, _, _ = await get(svc.url + "/healthcheck")
     assert status == 200
+
+
+async def test_json_logs_one_line_per_connection_without_secrets(start_service: StartService) -> None:
+    svc = await start_service("--log-format", "json", env={"INGEST_TOKENS": INGEST})
+    session = new_session()
+    async with await Uploader.open(svc.ws_url, f"?sessionId={session}&token={INGEST}") as up:
+        assert (await up.send(batch()))["type"] == "ACK"
+        assert (await up.send("[]"))["type"] == "ERROR"
+
+    def records() -> list[dict[str, Any]]:
+        # Only Python's own warnings (e.g. a library's deprecation notice) bypass logging.
+        return [json.loads(line) for line in svc.logs().splitlines() if line.startswith("{")]
+
+    async def closed() -> list[dict[str, Any]]:
+        return [r for r in records() if r["msg"] == "ws close" and r.get("session") == session]
+
+    (close,) = await eventually(closed, what="the JSON close line")
+    opened = [r for r in records() if r["msg"] == "ws open" and r.get("session") == session]
+    assert len(opened) == 1 and opened[0]["conn"] == close["conn"]
+    assert close["principal"] == "ingest#1"
+    assert (close["frames"], close["acks"], close["errors"]) == (2, 1, 1)
+    assert close["remote"].startswith("127.0.0.1:")
+    assert {"ts", "level", "logger"} <= set(close)
+    rejected = [r for r in records() if r["msg"] == "batch rejected" and r.get("conn") == close["conn"]]
+    assert rejected and rejected[0]["error"] == "invalid_batch"
+    assert INGEST not in svc.logs()
