@@ -64,7 +64,7 @@ class _Group:
                 if first:
                     await self.gate.acquire()
                 resp = await http.get(self.url, headers=headers)
-            except (aiohttp.ClientError, OSError) as exc:
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if first:
                     self.gate.release()
                     self.stats.failed += 1
@@ -85,6 +85,9 @@ class _Group:
                     self.stats.connected += 1
                     self._settle()
                     first = False
+                elif resp.status != 200:  # a reconnect refused: stop this client
+                    self.stats.ended += 1
+                    return
                 last_id = await self._read(resp, last_id)
             self.stats.ended += 1
             await asyncio.sleep(0.2)
@@ -93,7 +96,7 @@ class _Group:
         buf = b""
         reset = False
         st = self.stats
-        with contextlib.suppress(aiohttp.ClientError, OSError):
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
             async for chunk in resp.content.iter_any():
                 now = time.time()
                 lines = (buf + chunk).split(b"\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
 from collections import deque
@@ -32,6 +33,7 @@ class IngestConfig:
     batch_ids: bool = False
     pool: int = 32  # distinct pre-encoded frames per client, sent round-robin
     max_frames: int = 5_000_000  # per client, a bound on top of the duration
+    run_token: str = ""  # set by run(): makes batch_ids unique per phase
 
 
 @dataclass
@@ -142,7 +144,7 @@ async def _client(
         receiver = asyncio.create_task(receive())
         interval = cfg.clients * cfg.batch / cfg.rate if cfg.rate else 0.0
         offset = interval * idx / cfg.clients
-        prefix = f'{{"batch_id":"c{idx}-{{}}","events":'
+        prefix = f'{{"batch_id":"{cfg.run_token}-c{idx}-{{}}","events":'  # unique per run, client and frame
         try:
             for k in range(cfg.max_frames):
                 now = time.monotonic()
@@ -176,6 +178,7 @@ async def _client(
 async def run(ws_base: str, cfg: IngestConfig, sids: list[str], meter: Any = None) -> IngestResult:
     """One ingest phase: warm-up, then ``duration`` seconds measured (``meter`` started/stopped around it)."""
     out = IngestResult()
+    cfg = dataclasses.replace(cfg, run_token=uuid.uuid4().hex[:12])  # fresh batch_ids for every phase
     frames = [build_frames(cfg, sids, c) for c in range(cfg.clients)]
     if cfg.mode == "relay":
         urls = [f"{ws_base}/ws"] * cfg.clients
@@ -186,19 +189,11 @@ async def run(ws_base: str, cfg: IngestConfig, sids: list[str], meter: Any = Non
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-
-        async def metering() -> None:
-            await asyncio.sleep(max(0.0, win.start - time.monotonic()))
-            if meter:
-                meter.start()
-            await asyncio.sleep(max(0.0, win.end - time.monotonic()))
-            if meter:
-                meter.stop()
-
         tasks = [asyncio.create_task(_client(http, urls[c], frames[c], c, cfg, t0, win, out)) for c in range(cfg.clients)]
-        metered = asyncio.create_task(metering())
+        metered = asyncio.create_task(meter.span(win.start, win.end)) if meter else None
         results = await asyncio.gather(*tasks, return_exceptions=True)
-        await metered
+        if metered:
+            await metered
     for res in results:
         if isinstance(res, BaseException):
             out.errors += 1
