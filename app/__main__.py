@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         log_config=logs.log_config(settings),  # one format, tokens redacted (app/logs.py)
         loop="uvloop",
         http=protocol.with_head_deadline(settings.handshake_timeout_seconds),  # httptools + slowloris deadline
-        ws="websockets",
+        ws="websockets-sansio",  # the legacy one never reports a 1009 close to the app
     )
     return 0
 

@@ -108,6 +108,15 @@ class _ReadState:
             reader.cancel()
 
 
+def _parse(raw: str | bytes | None, number: int, rules: FrameRules) -> Batch | Rejection:
+    """parse_frame, but a bug in it answers this frame with an ERROR, not a silent close."""
+    try:
+        return parse_frame(raw, number, rules)
+    except Exception:  # any validator bug: logged with its traceback, answered as ERROR
+        log.exception("frame %d could not be validated", number)
+        return Rejection(number, None, "invalid_batch", "The server could not validate this frame; nothing was stored.")
+
+
 async def _read(
     websocket: WebSocket, rules: FrameRules, services: Services, replies: asyncio.Queue[Pending], state: _ReadState
 ) -> None:
@@ -126,7 +135,7 @@ async def _read(
             raw = frame if frame is not None else message.get("bytes")
             # Over a rate limit the frame is not even parsed (app/limits.py).
             limited = limits.admit_batch(websocket.scope, number)
-            result = limited if limited is not None else parse_frame(raw, number, rules)
+            result = limited if limited is not None else _parse(raw, number, rules)
             if isinstance(result, Rejection):
                 services.rejected.record(
                     error=result.error,

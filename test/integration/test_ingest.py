@@ -402,11 +402,6 @@ async def test_the_limits_are_settings(start_service: StartService) -> None:
         assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1009)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="uvicorn's legacy `websockets` protocol never tells the app about a 1009 close of a large frame; "
-    "app/__main__.py should run ws='websockets-sansio' (see the ingest tests' report)",
-)
 async def test_a_1009_close_releases_the_server_side_connection(service: Service) -> None:
     """Otherwise every oversized frame pins a handler and a connection slot until the idle timeout."""
     baseline = await _open_ws_connections(service)
