@@ -82,6 +82,9 @@ SELECT (SELECT base FROM stream_meta) AS base,
           FROM events_position_seq) AS allocated
 """
 
+# The hub's position when no client listens (an index probe, not a scan).
+STREAM_HEAD = "SELECT max(position) FROM events"
+
 # The hub's read: everything after what it has fanned out, in position order.
 STREAM_AFTER = """
 SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
