@@ -53,6 +53,7 @@ class Settings:
     pool_max_size: int = 10
     writer_max_events: int = 20_000
     name_cache_size: int = 100_000
+    tree_cache_bytes: int = 64 * 1024 * 1024
 
     sse_ping_seconds: float = 15.0
     sse_retry_ms: int = 2_000
@@ -98,6 +99,7 @@ _HELP: dict[str, str] = {
     "pool_max_size": "database pool maximum connections",
     "writer_max_events": "most events merged into one group-commit transaction",
     "name_cache_size": "event names cached in-process (bounded)",
+    "tree_cache_bytes": "bytes of encoded session trees cached per process (0: off)",
     "sse_ping_seconds": "seconds between SSE keep-alive comments",
     "sse_retry_ms": "reconnect delay hinted to EventSource clients",
     "sse_client_buffer": "messages buffered per SSE client before it is dropped",

@@ -56,7 +56,7 @@ DELETE FROM rejected_batches
 # LEFT JOINs: a session with a start and no EVENT yet is a 200 with no children,
 # never a 404. Keyset paging on (ts, position) = "by timestamp, then arrival".
 SESSION_TREE_PAGE = """
-SELECT s.start_ms, s.end_ms, e.position, e.ts, n.name, e.data
+SELECT s.start_ms, s.end_ms, s.event_count, e.position, e.ts, n.name, e.data
   FROM sessions s
   LEFT JOIN events e
          ON e.session_id = s.id AND e.type = 'EVENT' AND (e.ts, e.position) > ($2, $3)
@@ -65,6 +65,9 @@ SELECT s.start_ms, s.end_ms, e.position, e.ts, n.name, e.data
  ORDER BY e.ts, e.position
  LIMIT $4
 """
+
+# What a cached tree is checked against (app/tree_cache.py).
+SESSION_VERSION = "SELECT start_ms, end_ms, event_count FROM sessions WHERE id = $1"
 
 RECENT_SESSIONS = """
 SELECT id::text AS session_id, start_ms, end_ms, event_count, seen

@@ -10,6 +10,7 @@ from app.config import Settings
 from app.hub import Hub
 from app.lifecycle import Drain
 from app.rejected import RejectedRecorder
+from app.tree_cache import TreeCache
 from app.writer import Writer
 
 
@@ -21,3 +22,4 @@ class Services:
     hub: Hub
     drain: Drain
     rejected: RejectedRecorder  # app/rejected.py: every ERROR'd batch is kept for inspection
+    trees: TreeCache  # encoded session trees, checked against the session's version

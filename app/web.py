@@ -16,6 +16,7 @@ from app.names import NameCache
 from app.rejected import RejectedRecorder
 from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
 from app.services import Services
+from app.tree_cache import TreeCache
 from app.writer import Writer
 
 log = logging.getLogger("eventservice")
@@ -42,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await hub.start()
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
-            app.state.services = Services(settings, pool, writer, hub, drain, rejected)
+            app.state.services = Services(settings, pool, writer, hub, drain, rejected, TreeCache(settings.tree_cache_bytes))
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             yield
         finally:

@@ -15,6 +15,8 @@ from app import queries
 from app.errors import error_response
 from app.ingest import parse_uuid
 from app.params import bounded_int
+from app.services import Services
+from app.tree_cache import TreeCache, Version
 from app.writer import is_unavailable
 
 PAGE_ROWS = 2_000
@@ -23,10 +25,22 @@ _CURSOR = re.compile(r"([0-9]{1,16})\.([0-9]{1,18})")
 _START = (-1, -1)  # keyset origin: before every (ts, position)
 
 
+_NAME_JSON: dict[str, bytes] = {}  # names repeat across children: encode each once
+
+
+def _name_json(name: str) -> bytes:
+    encoded = _NAME_JSON.get(name)
+    if encoded is None:
+        if len(_NAME_JSON) >= 10_000:
+            _NAME_JSON.clear()
+        encoded = _NAME_JSON[name] = orjson.dumps(name)
+    return encoded
+
+
 def _child(ts: int, name: str, data: str | None) -> bytes:
     if data is None:
-        return b'{"type":"EVENT","timestamp":%d,"name":%s}' % (ts, orjson.dumps(name))
-    return b'{"type":"EVENT","timestamp":%d,"name":%s,"data":%s}' % (ts, orjson.dumps(name), data.encode())
+        return b'{"type":"EVENT","timestamp":%d,"name":%s}' % (ts, _name_json(name))
+    return b'{"type":"EVENT","timestamp":%d,"name":%s,"data":%s}' % (ts, _name_json(name), data.encode())
 
 
 def _head(session_id: str, row: asyncpg.Record) -> bytes:
@@ -47,6 +61,19 @@ async def _page(pool: asyncpg.Pool, session_id: str, after: tuple[int, int], lim
         return await conn.fetch(queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit)
 
 
+def _version(row: asyncpg.Record) -> Version:
+    return (row["start_ms"], row["end_ms"], row["event_count"])
+
+
+async def _cached(pool: asyncpg.Pool, trees: TreeCache, session_id: str) -> bytes | None:
+    entry = trees.get(session_id)
+    if entry is None:
+        return None
+    async with pool.acquire(timeout=10) as conn:
+        row = await conn.fetchrow(queries.SESSION_VERSION, session_id)
+    return entry[1] if row is not None and _version(row) == entry[0] else None
+
+
 async def session_tree(request: Request) -> Response:
     session_id = parse_uuid(request.path_params["session_id"])
     if session_id is None:
@@ -65,8 +92,13 @@ async def session_tree(request: Request) -> Response:
         if match is None:
             return error_response(400, "invalid_cursor", "after must be a cursor returned as next by a previous page.")
         after = (int(match[1]), int(match[2]))
-    pool: asyncpg.Pool = request.app.state.services.pool
+    services: Services = request.app.state.services
+    pool = services.pool
     try:
+        if limit is None:
+            cached = await _cached(pool, services.trees, session_id)
+            if cached is not None:
+                return Response(cached, media_type="application/json")
         rows = await _page(pool, session_id, after, (limit + 1) if limit is not None else PAGE_ROWS)
     except Exception as exc:
         if is_unavailable(exc):
@@ -84,7 +116,9 @@ async def session_tree(request: Request) -> Response:
         return Response(body, media_type="application/json")
 
     if len(rows) < PAGE_ROWS:
-        return Response(head + b",".join(_children(rows)) + b"]}", media_type="application/json")
+        body = head + b",".join(_children(rows)) + b"]}"
+        services.trees.put(session_id, _version(rows[0]), body)
+        return Response(body, media_type="application/json")
 
     async def stream(first: list[asyncpg.Record]) -> AsyncIterator[bytes]:
         # Large sessions: memory stays at one page whatever the session's size.

@@ -1,0 +1,36 @@
+"""A cached session tree is never served stale: every kind of change invalidates it."""
+
+from __future__ import annotations
+
+import aiohttp
+import asyncpg
+
+from test.support.clients import event, new_session, upload
+from test.support.service import Service
+
+
+async def _tree(svc: Service, session: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/session/{session}") as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_new_events_start_and_end_show_up_after_a_cached_read(service: Service, sql: asyncpg.Connection) -> None:
+    session = new_session()
+    await upload(service.ws_url, session, [event("a", 10)])
+    assert [c["name"] for c in (await _tree(service, session))["children"]] == ["a"]
+    assert [c["name"] for c in (await _tree(service, session))["children"]] == ["a"]  # now from the cache
+
+    await upload(service.ws_url, session, [event("b", 5)])
+    assert [c["name"] for c in (await _tree(service, session))["children"]] == ["b", "a"]
+
+    await upload(service.ws_url, session, [{"type": "SESSION_END", "timestamp": 99}])
+    assert (await _tree(service, session))["end"] == 99
+    await upload(service.ws_url, session, [{"type": "SESSION_START", "timestamp": 1}])
+    assert (await _tree(service, session))["start"] == 1
+
+    # A plain-SQL writer is seen too: the trigger bumps the version in the same statement.
+    await sql.execute(
+        "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', 50, event_name_id('sql'))", session
+    )
+    assert [c["name"] for c in (await _tree(service, session))["children"]] == ["b", "a", "sql"]
