@@ -6,6 +6,7 @@ import ipaddress
 import os
 import signal
 import sys
+import tempfile
 
 import uvicorn
 
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets
     # atexit run, which stops the embedded PostgreSQL cleanly.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if settings.workers > 1:
+        # Before any worker imports prometheus_client: one directory of metric files
+        # for all of them, fresh per run so a dead run's counters are not summed in.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventservice-metrics-")
     # Workers (and the factory in this process) read settings from the environment.
     os.environ.update(settings_to_environ(settings))
     uvicorn.run(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -19,8 +22,12 @@ ACK_LATENCY = Histogram(
 REJECTED = Counter(
     "eventservice_rejected_batches_total", "Rejected batches by error code", ["reason"], registry=REGISTRY
 )
-WS_CONNECTIONS = Gauge("eventservice_websocket_connections", "Open ingest WebSockets", registry=REGISTRY)
-SSE_CLIENTS = Gauge("eventservice_sse_clients", "Connected SSE clients", registry=REGISTRY)
+# multiprocess_mode only matters under --workers (PROMETHEUS_MULTIPROC_DIR set):
+# live gauges are summed over the workers that are alive.
+WS_CONNECTIONS = Gauge(
+    "eventservice_websocket_connections", "Open ingest WebSockets", registry=REGISTRY, multiprocess_mode="livesum"
+)
+SSE_CLIENTS = Gauge("eventservice_sse_clients", "Connected SSE clients", registry=REGISTRY, multiprocess_mode="livesum")
 SSE_MESSAGES = Counter("eventservice_sse_messages_total", "SSE messages sent to clients", registry=REGISTRY)
 SSE_DROPPED = Counter(
     "eventservice_sse_clients_dropped_total", "SSE clients reset or dropped", ["reason"], registry=REGISTRY
@@ -35,7 +42,13 @@ LISTEN_RECONNECTS = Counter(
     "eventservice_listen_reconnects_total", "Times the LISTEN connection was re-established", registry=REGISTRY
 )
 REPLAY_ROWS = Counter("eventservice_replay_rows_total", "Rows served from the database to resuming clients", registry=REGISTRY)
-POOL_SIZE = Gauge("eventservice_pool_connections", "Database pool connections by state", ["state"], registry=REGISTRY)
+POOL_SIZE = Gauge(
+    "eventservice_pool_connections",
+    "Database pool connections by state (per worker as of its last scrape, summed)",
+    ["state"],
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
 
 # --- security (app/auth.py, app/limits.py, app/rejected.py) ------------------------
 CONNECTIONS_REFUSED = Counter(
@@ -55,3 +68,17 @@ REJECTED_UNRECORDED = Counter(
     "Rejected batches that could not be kept in rejected_batches (queue full or database failure)",
     registry=REGISTRY,
 )
+
+
+def exposition_registry() -> CollectorRegistry:
+    """What /metrics renders: this process's registry, or every worker's under --workers.
+
+    With several workers a scrape reaches one of them at random; prometheus_client's
+    multiprocess mode (files in PROMETHEUS_MULTIPROC_DIR, set by python -m app)
+    makes every scrape report the sum over all workers.
+    """
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry

@@ -18,7 +18,7 @@ async def prometheus(request: Request) -> Response:
     metrics.POOL_SIZE.labels("idle").set(pool.get_idle_size())
     metrics.POOL_SIZE.labels("in_use").set(pool.get_size() - pool.get_idle_size())
     metrics.POOL_SIZE.labels("max").set(pool.get_max_size())
-    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(metrics.exposition_registry()), media_type=CONTENT_TYPE_LATEST)
 
 
 routes = [Route("/metrics", prometheus, methods=["GET"])]

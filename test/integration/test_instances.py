@@ -54,3 +54,19 @@ async def test_workers_flag_serves_from_several_processes(start_service) -> None
         await asyncio.gather(*(upload(svc.ws_url, s, [event("w", TS)]) for s in sessions))
         got = {m.json["session_id"] for m in await stream.take(8)}
     assert got == set(sessions)
+
+
+async def test_metrics_sum_over_all_workers(start_service) -> None:
+    """Each scrape reaches one worker; the counters must still cover all of them."""
+    svc = await start_service("--workers", "2")
+    uploads = 12
+    await asyncio.gather(*(upload(svc.ws_url, new_session(), [event("m", TS), event("m", TS)]) for _ in range(uploads)))
+    for _ in range(4):  # several scrapes, whichever worker answers
+        async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/metrics") as response:
+            text = await response.text()
+        accepted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('eventservice_events_total{result="accepted"}')
+        )
+        assert accepted == 2 * uploads
