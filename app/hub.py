@@ -68,8 +68,9 @@ class Subscriber:
         self.overflowed = False
         self.start_position = start_position
 
-    def offer(self, items: list[Item]) -> bool:
-        """Append what matches; False when the buffer overflowed (caller drops us)."""
+    def offer(self, items: list[Item]) -> int:
+        """Append what matches; how many, or -1 when the buffer overflowed (caller drops us)."""
+        before = len(self.buffer)
         if self.filters.empty:
             self.buffer.extend(items)
         else:
@@ -79,10 +80,10 @@ class Subscriber:
             self.overflowed = True
             self.buffer.clear()
             self.wake.set()
-            return False
+            return -1
         if self.buffer:
             self.wake.set()
-        return True
+        return len(self.buffer) - before
 
     def drain(self) -> list[Item]:
         items = list(self.buffer)
@@ -227,7 +228,17 @@ class Hub:
 
     def _fan_out(self, items: list[Item]) -> None:
         self.position = items[-1].position
-        dropped = [sub for sub in self._subscribers if not sub.offer(items)]
+        queued = 0
+        dropped = []
+        for sub in self._subscribers:
+            count = sub.offer(items)
+            if count < 0:
+                dropped.append(sub)
+            else:
+                queued += count
+        # One counter update per fan-out, not per client: the lock inside
+        # prometheus_client's counter showed up in the fan-out profile.
+        metrics.SSE_MESSAGES.inc(queued)
         for sub in dropped:
             self._subscribers.discard(sub)
             metrics.SSE_DROPPED.labels("slow_client").inc()

@@ -28,7 +28,9 @@ WS_CONNECTIONS = Gauge(
     "eventservice_websocket_connections", "Open ingest WebSockets", registry=REGISTRY, multiprocess_mode="livesum"
 )
 SSE_CLIENTS = Gauge("eventservice_sse_clients", "Connected SSE clients", registry=REGISTRY, multiprocess_mode="livesum")
-SSE_MESSAGES = Counter("eventservice_sse_messages_total", "SSE messages sent to clients", registry=REGISTRY)
+SSE_MESSAGES = Counter(
+    "eventservice_sse_messages_total", "SSE messages queued for clients (live) or replayed to them", registry=REGISTRY
+)
 SSE_DROPPED = Counter(
     "eventservice_sse_clients_dropped_total", "SSE clients reset or dropped", ["reason"], registry=REGISTRY
 )
