@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,19 @@ from app import queries
 log = logging.getLogger("eventservice.db")
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+
+
+# SQLSTATE classes meaning "the database is not there right now", as opposed to
+# "the database refuses this data": connection exceptions, insufficient resources,
+# operator intervention (shutdown), system errors, and transaction rollbacks
+# (deadlock, serialization failure) that a retry resolves.
+_UNAVAILABLE_CLASSES = ("08", "40", "53", "57", "58")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
+    return isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError))
 
 
 def start_embedded(data_dir: Path) -> str:

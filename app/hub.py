@@ -97,7 +97,7 @@ def item_from_row(row: asyncpg.Record | tuple) -> Item:
 
 
 class Hub:
-    def __init__(self, database_url: str, poll_seconds: float) -> None:
+    def __init__(self, database_url: str, poll_seconds: float, replay_slots: int) -> None:
         self._database_url = database_url
         self._poll_seconds = poll_seconds
         self._conn: asyncpg.Connection | None = None
@@ -107,6 +107,8 @@ class Hub:
         self._stopping = False
         self._notified_at: float | None = None
         self._notified_top = 0  # highest position any NOTIFY payload announced
+        # Resuming clients read through the shared pool; at most this many at once.
+        self.replay_slots = asyncio.Semaphore(max(1, replay_slots))
         self.position = 0  # highest position fanned out
         self.base = 1
 
@@ -189,11 +191,15 @@ class Hub:
                 await self._close_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug here must not silently stall every stream
+                log.exception("hub loop failed; restarting in %.2fs", backoff)
+                await self._close_connection()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def _catch_up(self) -> None:
         assert self._conn is not None
-        if not self._subscribers:
-            await self._skip_ahead()
+        if not self._subscribers and await self._skipped_ahead():
             return
         while True:
             # Cleared before the read: a notification arriving during it sets the
@@ -208,23 +214,27 @@ class Hub:
             if len(rows) < PAGE_ROWS:
                 return
 
-    async def _skip_ahead(self) -> None:
+    async def _skipped_ahead(self) -> bool:
         """With nobody listening, only the position must stay current: no row is read.
 
         Positions are commit-ordered, so a NOTIFY's position means every row up to it
         is committed. Without a fresh one (poll timeout, reconnect) one index probe
         finds the head. Measured: reading and encoding every ingested row for no one
-        was ~30% of the server's CPU under ingest load.
+        was ~30% of the server's CPU under ingest load. False when a client
+        subscribed meanwhile: jumping ahead then would skip rows it must receive.
         """
         assert self._conn is not None
         self._wake.clear()
         self._notified_at = None
         if self._notified_top > self.position:
             self.position = self._notified_top
-        else:
-            head = await self._conn.fetchval(queries.STREAM_HEAD)
-            if head is not None and head > self.position:
-                self.position = head
+            return True
+        head = await self._conn.fetchval(queries.STREAM_HEAD)
+        if self._subscribers:
+            return False
+        if head is not None and head > self.position:
+            self.position = head
+        return True
 
     def _fan_out(self, items: list[Item]) -> None:
         self.position = items[-1].position

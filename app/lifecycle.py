@@ -40,6 +40,8 @@ class Drain:
         self._next_key += 1
         self._connections[key] = stop_reading
         self._idle.clear()
+        if self.draining:
+            stop_reading()  # accepted while the drain was already under way
 
         def unregister() -> None:
             self._connections.pop(key, None)

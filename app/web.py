@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await db.migrate(url)
         pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
         writer = Writer(pool, NameCache(settings.name_cache_size), settings.writer_max_events)
-        hub = Hub(url, settings.hub_poll_seconds)
+        hub = Hub(url, settings.hub_poll_seconds, replay_slots=settings.pool_max_size - 2)
         rejected = RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes)
         try:
             writer.start()

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics, queries
+from app.db import is_unavailable
 from app.ingest import Batch
 from app.names import NameCache
 
 log = logging.getLogger("eventservice.writer")
 
-# SQLSTATE classes meaning "the database is not there right now", as opposed to
-# "the database refuses this data": connection exceptions, insufficient resources,
-# operator intervention (shutdown), system errors.
-_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +32,6 @@ class Outcome:
     duplicate: bool = False
     error: str | None = None  # an ERROR code when the batch was not stored
     message: str = ""
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresError):
-        return (exc.sqlstate or "")[:2] in _UNAVAILABLE_CLASSES
-    return isinstance(exc, (OSError, asyncpg.InterfaceError, asyncio.TimeoutError, ConnectionError))
 
 
 @dataclass(slots=True)
@@ -140,7 +131,7 @@ class Writer:
             async with conn.transaction():
                 fresh: set[tuple[str, str]] = set()
                 if claims:
-                    keys = list(claims)
+                    keys = sorted(claims)  # one lock order for every writer: no deadlock
                     rows = await conn.fetch(
                         queries.CLAIM_BATCH_IDS,
                         [k[0] for k in keys],

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from app import queries
-from app.writer import is_unavailable
+from app.db import is_unavailable
 
 
 async def healthcheck(_request: Request) -> Response:

@@ -12,7 +12,7 @@ connection, so one client's replay cannot stall anybody's live stream.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import asyncpg
@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from app import metrics, queries, sse_format
+from app.db import is_unavailable
 from app.errors import error_response
 from app.hub import Filters, Hub, Subscriber, item_from_row
 from app.ingest import ENTRY_TYPES, parse_uuid
@@ -35,28 +36,33 @@ _MAX_POSITION = 2**63 - 1
 
 
 class _Stream(EventSourceResponse):
-    """sse-starlette's response with a cheaper way to drop a client that stopped reading.
+    """sse-starlette's response, with a cheaper stall check and cleanup that always runs.
 
     Its send_timeout wraps every send in an anyio cancel scope, which profiling
-    showed at ~15% of the CPU of a 1,000-client fan-out. Instead each write is
-    timed by two attribute stores (see _timed) and one watchdog per stream checks
-    them a few times per timeout; a write blocked longer than the timeout ends the
-    response through the task group, like send_timeout did, and it is counted,
-    not logged as a crash.
+    showed at ~15% of the CPU of a 1,000-client fan-out. Instead every send (data
+    and pings) is timed by two attribute stores and one watchdog per stream checks
+    them a few times per timeout; a send blocked longer than the timeout ends the
+    response through the task group, and it is counted, not logged as a crash.
+
+    The hub subscription is released here rather than in the body generator:
+    HEAD, or a client gone before the first chunk, never starts the generator.
     """
 
-    def __init__(self, content: AsyncIterator[bytes], progress: _Progress, timeout: float, **kwargs: object) -> None:
-        self._progress = progress
+    def __init__(self, content: AsyncIterator[bytes], timeout: float, on_close: Callable[[], None], **kwargs: object) -> None:
+        self._writing_since: float | None = None
         self._stall_timeout = timeout
+        self._on_close = on_close
         super().__init__(content, data_sender_callable=self._watch, **kwargs)  # type: ignore[arg-type]
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        self._writing_since = time.monotonic()
         await send(message)
+        self._writing_since = None
 
     async def _watch(self) -> None:
         while True:
             await anyio.sleep(self._stall_timeout / 4)
-            since = self._progress.writing_since
+            since = self._writing_since
             if since is not None and time.monotonic() - since > self._stall_timeout:
                 raise SendTimeoutError()
 
@@ -65,21 +71,8 @@ class _Stream(EventSourceResponse):
             await super().__call__(scope, receive, send)
         except SendTimeoutError:
             metrics.SSE_DROPPED.labels("send_timeout").inc()
-
-
-class _Progress:
-    __slots__ = ("writing_since",)
-
-    def __init__(self) -> None:
-        self.writing_since: float | None = None
-
-
-async def _timed(chunks: AsyncIterator[bytes], progress: _Progress) -> AsyncIterator[bytes]:
-    """Marks when each chunk is handed to the server until the server asks for the next."""
-    async for chunk in chunks:
-        progress.writing_since = time.monotonic()
-        yield chunk
-        progress.writing_since = None
+        finally:
+            self._on_close()
 
 
 def _filters(request: Request) -> Filters | str:
@@ -125,50 +118,71 @@ async def database_events(request: Request) -> Response:
     subscriber = hub.subscribe(filters, settings.sse_client_buffer)
     metrics.SSE_CLIENTS.inc()
 
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            yield sse_format.retry(settings.sse_retry_ms)
-            if unreadable:
-                yield sse_format.reset(subscriber.start_position, "unknown_position")
-            elif resume is not None:
-                async for chunk in _replay(services.pool, hub, subscriber, resume):
-                    yield chunk
-            async for chunk in _live(hub, subscriber):
-                yield chunk
-        finally:
-            hub.unsubscribe(subscriber)
-            metrics.SSE_CLIENTS.dec()
+    def close() -> None:
+        hub.unsubscribe(subscriber)
+        metrics.SSE_CLIENTS.dec()
 
-    progress = _Progress()
+    async def events() -> AsyncIterator[bytes]:
+        yield sse_format.retry(settings.sse_retry_ms)
+        floor = subscriber.start_position
+        if unreadable:
+            metrics.SSE_DROPPED.labels("reset_position").inc()
+            yield sse_format.reset(subscriber.start_position, "unknown_position")
+        elif resume is not None:
+            honoured = [False]
+            async for chunk in _replay(services.pool, hub, subscriber, resume, honoured):
+                yield chunk
+            if honoured[0]:
+                # A client resuming from another process may be ahead of this hub:
+                # what it already has must not come again from the live buffer.
+                floor = max(floor, resume)
+        async for chunk in _live(hub, subscriber, floor):
+            yield chunk
+
     return _Stream(
-        _timed(events(), progress),
-        progress,
+        events(),
         settings.sse_send_timeout_seconds,
+        close,
         ping=settings.sse_ping_seconds,
         headers={"Cache-Control": "no-store"},
     )
 
 
-async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int) -> AsyncIterator[bytes]:
+async def _replay(
+    pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int, honoured: list[bool]
+) -> AsyncIterator[bytes]:
+    """Replays (resume, H]; sets honoured[0] unless the position got a reset instead."""
     upper = subscriber.start_position
     after = hub.base - 1 if resume == 0 else resume
-    async with pool.acquire(timeout=10) as conn:
-        bounds = await conn.fetchrow(queries.STREAM_BOUNDS)
+    try:
+        async with hub.replay_slots, pool.acquire(timeout=10) as conn:
+            bounds = await conn.fetchrow(queries.STREAM_BOUNDS)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return
     if after < hub.base - 1 or after > max(bounds["allocated"] or 0, upper):
         # From another database (positions start at a random base per database)
         # or ahead of this one: nothing to replay honestly.
         metrics.SSE_DROPPED.labels("reset_position").inc()
         yield sse_format.reset(upper, "unknown_position")
         return
+    honoured[0] = True
     f = subscriber.filters
     args = (
         list(f.session_ids) if f.session_ids else None,
         list(f.names) if f.names else None,
         list(f.types) if f.types else None,
     )
-    while after < upper:
-        async with pool.acquire(timeout=10) as conn:
-            rows = await conn.fetch(queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
+    while after < upper and not subscriber.overflowed:
+        try:
+            # Bounded below the pool size, so resuming crowds cannot starve ingest.
+            async with hub.replay_slots, pool.acquire(timeout=10) as conn:
+                rows = await conn.fetch(queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return  # ends the stream: EventSource reconnects with its last id
         if not rows:
             break
         metrics.REPLAY_ROWS.inc(len(rows))
@@ -179,13 +193,15 @@ async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: 
             break
 
 
-async def _live(hub: Hub, subscriber: Subscriber) -> AsyncIterator[bytes]:
+async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[bytes]:
     while True:
         await subscriber.wake.wait()
         if subscriber.overflowed:
             yield sse_format.reset(hub.position, "slow_client")
             return
         items = subscriber.drain()
+        if items and items[0].position <= floor:
+            items = [item for item in items if item.position > floor]
         if items:
             # Everything queued for this client goes out in one write.
             yield b"".join(item.payload for item in items)

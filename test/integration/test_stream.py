@@ -271,3 +271,20 @@ async def test_header_wins_over_query_when_eventsource_reconnects(service: Servi
     query = f"?session_id={session}&last_event_id=0"
     async with await SSEReader.open(service.url, query, headers={"Last-Event-ID": old.id or ""}) as again:
         assert (await again.next()).position == new.position
+
+
+async def test_head_and_early_disconnects_do_not_leak_subscribers(start_service) -> None:
+    """HEAD never starts the body; the subscription must still be released."""
+    svc = await start_service()
+    async with aiohttp.ClientSession() as http:
+        for _ in range(5):
+            async with http.head(f"{svc.url}/database_events?session_id={new_session()}") as response:
+                assert response.status == 200
+        async with asyncio.timeout(10):
+            while True:
+                async with http.get(f"{svc.url}/metrics") as response:
+                    text = await response.text()
+                gauge = [line for line in text.splitlines() if line.startswith("eventservice_sse_clients ")]
+                if gauge and float(gauge[0].split()[1]) == 0:
+                    break
+                await asyncio.sleep(0.05)
