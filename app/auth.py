@@ -50,7 +50,7 @@ from starlette.websockets import WebSocket
 
 from app import metrics
 from app.config import Settings
-from app.errors import error_response
+from app.errors import deny_websocket, error_response
 
 log = logging.getLogger("eventservice.auth")
 
@@ -221,11 +221,7 @@ async def _deny(scope: Scope, receive: Receive, send: Send, response: Response) 
     if scope["type"] == "http":
         await response(scope, receive, send)
         return
-    websocket = WebSocket(scope, receive, send)
-    if "websocket.http.response" in scope.get("extensions", {}):
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(code=1008, reason=bytes(response.body).decode()[:120])
+    await deny_websocket(WebSocket(scope, receive, send), response, bytes(response.body).decode())
 
 
 def warn_about_open_kinds(settings: Settings) -> None:

@@ -35,7 +35,3 @@ def reset(position: int, reason: str) -> bytes:
 
 def retry(milliseconds: int) -> bytes:
     return b"retry: %d\n\n" % milliseconds
-
-
-def comment(text: str) -> bytes:
-    return b": %s\n\n" % text.encode()

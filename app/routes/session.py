@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from app import queries
 from app.db import is_unavailable
-from app.errors import error_response
+from app.errors import error_response, unavailable_response
 from app.ingest import parse_uuid
 from app.params import bounded_int
 from app.services import Services
@@ -102,7 +102,7 @@ async def session_tree(request: Request) -> Response:
         rows = await _page(pool, session_id, after, (limit + 1) if limit is not None else PAGE_ROWS)
     except Exception as exc:
         if is_unavailable(exc):
-            return error_response(503, "unavailable", "The database is unavailable; retry later.", {"Retry-After": "1"})
+            return unavailable_response()
         raise
     if not rows:
         return error_response(404, "not_found", f"No session {session_id} has been recorded.")

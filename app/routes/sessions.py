@@ -10,7 +10,7 @@ from starlette.routing import Route
 
 from app import queries
 from app.db import is_unavailable
-from app.errors import error_response
+from app.errors import error_response, unavailable_response
 from app.params import bounded_int
 
 DEFAULT_LIMIT = 50
@@ -32,7 +32,7 @@ async def recent_sessions(request: Request) -> Response:
             rows = await conn.fetch(queries.RECENT_SESSIONS, before, limit + 1)
     except Exception as exc:
         if is_unavailable(exc):
-            return error_response(503, "unavailable", "The database is unavailable; retry later.", {"Retry-After": "1"})
+            return unavailable_response()
         raise
     page = rows[:limit]
     body = {

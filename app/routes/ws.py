@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app import limits, metrics
 from app.connlog import connection_id
-from app.errors import error_response
+from app.errors import deny_websocket, error_response
 from app.ingest import Batch, FrameRules, Rejection, parse_frame, parse_uuid
 from app.lifecycle import Drain
 from app.rejected import RejectedRecorder
@@ -35,10 +35,7 @@ Pending = tuple[Batch, "asyncio.Future[Outcome]", str | bytes | None] | Rejectio
 
 async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 400) -> None:
     """An HTTP error to the handshake where the server supports denial responses, else a close code."""
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(error_response(status, code, message))
-    else:
-        await websocket.close(code=1001 if status == 503 else 1008, reason=message[:120])
+    await deny_websocket(websocket, error_response(status, code, message), message, 1001 if status == 503 else 1008)
 
 
 def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, str]:
