@@ -61,9 +61,12 @@ async def start_service(postgres: TestPostgres, request: pytest.FixtureRequest) 
             svc.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def sql(service: Service) -> AsyncIterator[asyncpg.Connection]:
-    """A plain connection to the module's database, as an operator's psql would be."""
+    """A plain connection to the module's database, as an operator's psql would be.
+
+    Module-scoped like `service`: hypothesis tests cannot take function-scoped fixtures.
+    """
     conn = await asyncpg.connect(service.database_url)
     try:
         yield conn

@@ -42,15 +42,6 @@ class Connection:
 
 
 @pytest.fixture(scope="module")
-async def db(service: Service) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(service.database_url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="module")
 async def with_session(service: Service) -> AsyncIterator[Connection]:
     up = await Uploader.open(service.ws_url, f"?sessionId={new_session()}")
     try:
@@ -161,45 +152,45 @@ envelopes = st.fixed_dictionaries(
 
 @FUZZ
 @given(doc=json_values)
-async def test_arbitrary_json(service: Service, db: asyncpg.Connection, with_session: Connection, doc: Any) -> None:
-    await exchange(with_session, db, json.dumps(doc))
+async def test_arbitrary_json(service: Service, sql: asyncpg.Connection, with_session: Connection, doc: Any) -> None:
+    await exchange(with_session, sql, json.dumps(doc))
 
 
 @FUZZ
 @given(doc=event_batches | envelopes)
 async def test_event_shaped_json_with_a_session(
-    service: Service, db: asyncpg.Connection, with_session: Connection, doc: Any
+    service: Service, sql: asyncpg.Connection, with_session: Connection, doc: Any
 ) -> None:
-    await exchange(with_session, db, json.dumps(doc))
+    await exchange(with_session, sql, json.dumps(doc))
 
 
 @FUZZ
 @given(doc=event_batches | envelopes)
 async def test_event_shaped_json_on_a_relay_connection(
-    service: Service, db: asyncpg.Connection, relay: Connection, doc: Any
+    service: Service, sql: asyncpg.Connection, relay: Connection, doc: Any
 ) -> None:
-    await exchange(relay, db, json.dumps(doc))
+    await exchange(relay, sql, json.dumps(doc))
 
 
 @FUZZ
 @given(frame=st.text(max_size=500))
-async def test_arbitrary_text(service: Service, db: asyncpg.Connection, relay: Connection, frame: str) -> None:
-    await exchange(relay, db, frame)
+async def test_arbitrary_text(service: Service, sql: asyncpg.Connection, relay: Connection, frame: str) -> None:
+    await exchange(relay, sql, frame)
 
 
 @FUZZ
 @given(frame=st.binary(max_size=2000))
-async def test_arbitrary_bytes(service: Service, db: asyncpg.Connection, relay: Connection, frame: bytes) -> None:
-    answer = await exchange(relay, db, frame)
+async def test_arbitrary_bytes(service: Service, sql: asyncpg.Connection, relay: Connection, frame: bytes) -> None:
+    answer = await exchange(relay, sql, frame)
     assert answer["type"] == "ERROR" and answer["error"] == "invalid_json"  # binary frames are never batches
 
 
 async def test_every_error_left_a_row_and_the_service_is_healthy(
-    service: Service, db: asyncpg.Connection, with_session: Connection, relay: Connection
+    service: Service, sql: asyncpg.Connection, with_session: Connection, relay: Connection
 ) -> None:
     if not (with_session.frames and relay.frames):
         pytest.skip("checks what the property tests above sent: run them too")
-    await expect_rejected_rows(db, with_session.errors + relay.errors)
+    await expect_rejected_rows(sql, with_session.errors + relay.errors)
     # Some generated batches were valid: the property tests saw both kinds.
     assert with_session.errors < with_session.frames
     assert not with_session.up.ws.closed and not relay.up.ws.closed
