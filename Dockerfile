@@ -9,13 +9,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Runtime dependencies only: requirements.txt lists them first, then a
-# "# Tests, benchmarks, lint" section that the image does not need. pgserver (the
-# embedded PostgreSQL for `python -m app` on a workstation) is left out as well:
-# in a container DATABASE_URL is always set and pgserver is only imported without it.
+# requirements.txt is what the service needs to run (tests, benchmarks and lint are in
+# requirements-dev.txt, which the image never sees). pgserver (the embedded PostgreSQL
+# for `python -m app` on a workstation) is left out as well: in a container
+# DATABASE_URL is always set and pgserver is only imported without it.
 # Every dependency ships wheels, so no compiler is installed.
 COPY requirements.txt ./
-RUN sed -e '/^# Tests/,$d' -e '/^pgserver/d' requirements.txt > /tmp/runtime-requirements.txt \
+RUN grep -v '^pgserver' requirements.txt > /tmp/runtime-requirements.txt \
     && pip install -r /tmp/runtime-requirements.txt \
     && rm /tmp/runtime-requirements.txt
 

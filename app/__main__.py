@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import ipaddress
+import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from app import db, logs, protocol
-from app.config import Settings, load_settings, settings_to_environ
+from app.config import Settings, load_or_exit, settings_to_environ
+
+log = logging.getLogger("eventservice")
 
 
 def _is_loopback(host: str) -> bool:
@@ -37,26 +44,48 @@ def _exit_cleanly(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+def _fail(message: str) -> int:
+    """A start-up failure: one line on stderr, no traceback, a non-zero status."""
+    print(f"python -m app: {message}", file=sys.stderr)
+    return 1
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow starts (uvicorn binds after the
+    lifespan, so its "ready" would come before an "address already in use").
+
+    Listening already: a client that connects as soon as "ready" is logged waits in the
+    backlog for the first accept instead of being refused.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family=family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        cause = (exc.strerror or str(exc)).lower()
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = " (another process listens there: stop it, or choose another port with --port or PORT)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            hint = " (no interface of this machine has that address: check --host or HOST)"
+        elif exc.errno == errno.EACCES:
+            hint = " (ports below 1024 need privileges: choose another with --port or PORT)"
+        raise OSError(exc.errno, f"cannot listen on {where}: {cause}{hint}") from exc
+    sock.set_inheritable(True)  # --workers: the worker processes accept on it
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
-    settings = load_settings(sys.argv[1:] if argv is None else argv)
+    settings = load_or_exit(sys.argv[1:] if argv is None else argv)
     refusal = check_exposure(settings)
     if refusal:
         print(refusal, file=sys.stderr)
         return 2
-    if not settings.database_url:
-        url = db.start_embedded(settings.data_dir)
-        settings = Settings(**{**settings.__dict__, "database_url": url})
-        print(f"embedded PostgreSQL running in {settings.data_dir.resolve()}", file=sys.stderr)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets
-    # atexit run, which stops the embedded PostgreSQL cleanly.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
-    if settings.workers > 1:
-        # Before any worker imports prometheus_client: one directory of metric files
-        # for all of them, fresh per run so a dead run's counters are not summed in.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventservice-metrics-")
-    # Workers (and the factory in this process) read settings from the environment.
-    os.environ.update(settings_to_environ(settings))
-    uvicorn.run(
+    config = uvicorn.Config(
         "app.web:create_app",
         factory=True,
         host=settings.host,
@@ -73,7 +102,39 @@ def main(argv: list[str] | None = None) -> int:
         http=protocol.with_head_deadline(settings.handshake_timeout_seconds),  # httptools + slowloris deadline
         ws="websockets-sansio",  # the legacy one never reports a 1009 close to the app
     )
-    return 0
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        return _fail(exc.strerror or str(exc))
+    if not settings.database_url:
+        url = db.start_embedded(settings.data_dir)
+        settings = Settings(**{**settings.__dict__, "database_url": url})
+        print(f"embedded PostgreSQL running in {settings.data_dir.resolve()}", file=sys.stderr)
+    assert settings.database_url is not None
+    try:
+        # Once, here, rather than in each worker: compose starts the app and the
+        # database together, and the wait prints progress instead of tracebacks.
+        asyncio.run(db.wait_for_database(settings.database_url, settings.database_connect_timeout, log.warning))
+    except db.DatabaseUnreachable as exc:
+        sock.close()
+        return _fail(str(exc))
+    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets
+    # atexit run, which stops the embedded PostgreSQL cleanly.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    if settings.workers > 1:
+        # Before any worker imports prometheus_client: one directory of metric files
+        # for all of them, fresh per run so a dead run's counters are not summed in.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventservice-metrics-")
+    # Workers (and the factory in this process) read settings from the environment.
+    os.environ.update(settings_to_environ(settings))
+    log.info("listening", extra={"host": settings.host, "port": settings.port, "workers": settings.workers})
+    if settings.workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+        return 0
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    # The lifespan failed (uvicorn logged why): not a clean exit.
+    return 0 if server.started else 3
 
 
 if __name__ == "__main__":

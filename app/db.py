@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
+import socket
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -36,7 +41,16 @@ def start_embedded(data_dir: Path) -> str:
     The server is stopped by pgserver's atexit hook when this process exits, so a
     restart reuses the same files and keeps every committed event.
     """
-    import pgserver
+    with warnings.catch_warnings():
+        # pgserver computes its lock directory from platformdirs' user_runtime_path
+        # when it is imported; with XDG_RUNTIME_DIR unset or unusable (containers,
+        # CI, su shells) platformdirs warns and falls back to a private directory of
+        # its own (/tmp/runtime-<uid>, checked to be ours with mode 0700), which is
+        # all a lock file needs. Only that warning, only during this import.
+        runtime_dir_warning = getattr(importlib.import_module("platformdirs"), "RuntimeDirWarning", None)
+        if runtime_dir_warning is not None:
+            warnings.simplefilter("ignore", runtime_dir_warning)
+        import pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
@@ -103,3 +117,75 @@ async def migrate(database_url: str) -> list[str]:
     finally:
         await conn.close()
     return applied
+
+
+class DatabaseUnreachable(Exception):
+    """Start-up gave up on the database; the message is one line a person can act on."""
+
+
+def describe_location(database_url: str) -> str:
+    """`host:port` of a URL, for messages (never the password)."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or "localhost"
+    try:
+        port = parts.port or 5432
+    except ValueError:
+        port = 5432
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def connect_failure_cause(exc: BaseException, attempt_timeout: float) -> str:
+    """Why a connection attempt failed, in words: the last element of a readable line."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return "host name not found"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {attempt_timeout:g}s"
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+async def wait_for_database(
+    database_url: str,
+    timeout: float,
+    progress: Callable[[str], None],
+    progress_every: float = 5.0,
+) -> None:
+    """Connect once, retrying for `timeout` seconds while the database is not there.
+
+    Compose starts the app and its database together, so at first the database may
+    refuse connections, not resolve, or be starting up: those are retried, with a
+    progress line every few seconds. What a retry cannot fix (a wrong password, a
+    missing database) fails at once. Either way the failure is DatabaseUnreachable
+    with one line naming host, port and cause, not a traceback.
+    """
+    where = describe_location(database_url)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    next_progress = loop.time()  # the first failure says so at once, then every few seconds
+    delay = 0.2
+    while True:
+        attempt_timeout = max(1.0, min(5.0, deadline - loop.time()))
+        try:
+            conn = await asyncpg.connect(database_url, timeout=attempt_timeout)
+        except Exception as exc:  # every failure is reported, and retried only if transient
+            cause = connect_failure_cause(exc, attempt_timeout)
+            if not is_unavailable(exc):
+                raise DatabaseUnreachable(f"PostgreSQL at {where} refused the connection: {cause}") from exc
+            now = loop.time()
+            if now >= deadline:
+                waited = f" (retried for {timeout:g}s, DATABASE_CONNECT_TIMEOUT)" if timeout > 0 else ""
+                raise DatabaseUnreachable(f"cannot reach PostgreSQL at {where}: {cause}{waited}") from exc
+            if now >= next_progress:
+                progress(f"waiting for PostgreSQL at {where}: {cause}; retrying for another {deadline - now:.0f}s")
+                next_progress = now + progress_every
+            await asyncio.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 2, 2.0)
+        else:
+            await conn.close()
+            return

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.websockets import WebSocket
 
@@ -22,3 +26,27 @@ async def deny_websocket(websocket: WebSocket, response: Response, reason: str, 
         await websocket.send_denial_response(response)
     else:
         await websocket.close(code=close_code, reason=reason[:120])
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route, wrong method, a missing static file) in the
+    same JSON shape as ours, instead of its text/plain "Not Found"."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in {204, 304}:
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    path = request.url.path
+    if exc.status_code == 404:
+        code = "not_found"
+        if path.rstrip("/") == "/session":
+            message = "The session id is missing: GET /session/<UUID>, e.g. /session/0d856b46-48cd-4fba-946b-53d15b7b43e0."
+        else:
+            message = f"There is nothing at {path}; GET /openapi.json lists the endpoints."
+    elif exc.status_code == 405:
+        code = "method_not_allowed"
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {path}" + (f"; allowed: {allow}." if allow else ".")
+    else:
+        phrase = http.HTTPStatus(exc.status_code).phrase if exc.status_code in http.HTTPStatus else "Error"
+        code = phrase.lower().replace(" ", "_").replace("-", "_")
+        message = exc.detail if exc.detail != phrase else f"{phrase}."
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))

@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 
-from app import db, security
+from app import db, errors, security
 from app.config import Settings, load_settings
 from app.hub import Hub
 from app.lifecycle import Drain, install_signal_handlers
@@ -57,4 +58,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
     routes += openapi.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
-    return Starlette(routes=routes, lifespan=lifespan, middleware=security.middleware(settings))
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=security.middleware(settings),
+        # Unknown paths and methods answer in the JSON shape of every other error.
+        exception_handlers={HTTPException: errors.http_exception},
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import logging
 
 import orjson
@@ -38,6 +39,29 @@ async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 4
     await deny_websocket(websocket, error_response(status, code, message), message, 1001 if status == 503 else 1008)
 
 
+# Everything /ws reads from its query string. `token` is read by the access control
+# (app/auth.py) before the route runs, and stays in the query string.
+ACCEPTED_PARAMETERS = ("sessionId", "timestampUnit", "token")
+
+
+def unknown_parameter(names: list[str]) -> tuple[str, str] | None:
+    """A refusal for the first query parameter /ws does not read, naming what it accepts.
+
+    A misspelt parameter is otherwise silent: `?sessionid=…` would open a connection
+    with no session, and every event would then be refused for a reason that does not
+    point at the typo.
+    """
+    for name in names:
+        if name in ACCEPTED_PARAMETERS:
+            continue
+        accepted = ", ".join(ACCEPTED_PARAMETERS[:-1]) + " and " + ACCEPTED_PARAMETERS[-1]
+        lowered = {p.lower(): p for p in ACCEPTED_PARAMETERS}
+        key = name.lower() if name.lower() in lowered else next(iter(difflib.get_close_matches(name.lower(), lowered)), None)
+        guess = f" (did you mean {lowered[key]}?)" if key else ""
+        return ("unknown_parameter", f"Unknown query parameter {name!r}{guess}; /ws accepts {accepted}.")
+    return None
+
+
 def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, str]:
     params = websocket.query_params
     session_id = None
@@ -62,6 +86,10 @@ async def ingest(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     if services.drain.draining:
         await _refuse(websocket, "shutting_down", "The server is shutting down; connect again.", status=503)
+        return
+    unknown = unknown_parameter([name for name, _ in websocket.query_params.multi_items()])
+    if unknown is not None:
+        await _refuse(websocket, *unknown)
         return
     rules = _rules(websocket, services)
     if isinstance(rules, tuple):

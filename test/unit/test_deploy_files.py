@@ -150,17 +150,15 @@ def app_routes() -> dict[str, tuple[str, set[str]]]:
     return routes
 
 
+def requirement_lines(name: str) -> list[str]:
+    return [
+        line.strip() for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
 def runtime_requirements() -> list[str]:
-    """What the Dockerfile installs: requirements.txt up to "# Tests", without pgserver."""
-    kept = []
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        if re.match(r"^# Tests", line):
-            break
-        if re.match(r"^pgserver", line):
-            continue
-        if line.strip() and not line.lstrip().startswith("#"):
-            kept.append(line.strip())
-    return kept
+    """What the Dockerfile installs: requirements.txt without pgserver."""
+    return [line for line in requirement_lines("requirements.txt") if not re.match(r"^pgserver", line)]
 
 
 def canonical(name: str) -> str:
@@ -423,12 +421,11 @@ def test_dockerfile_healthcheck_probes_healthcheck_with_python() -> None:
 
 def test_image_installs_runtime_requirements_only_and_they_cover_the_app() -> None:
     text = DOCKERFILE.read_text()
-    assert "sed -e '/^# Tests/,$d' -e '/^pgserver/d' requirements.txt" in text
-    requirements = (ROOT / "requirements.txt").read_text()
-    assert re.search(r"^# Tests", requirements, re.M), "the marker the Dockerfile cuts at"
+    assert "grep -v '^pgserver' requirements.txt" in text
+    assert "requirements-dev" not in text.replace("requirements-dev.txt, which the image never sees", "")
     runtime = {canonical(_REQ.match(r).group(1)) for r in runtime_requirements()}
     assert {"starlette", "sse-starlette", "asyncpg", "uvicorn", "orjson", "prometheus-client"} <= runtime
-    assert not runtime & {"pytest", "ruff", "hypothesis", "pgserver"}
+    assert not runtime & {"pytest", "ruff", "hypothesis", "pgserver", "playwright", "aiohttp", "mypy"}
 
     installed = closure(runtime_requirements())
     distributions = importlib.metadata.packages_distributions()
@@ -439,6 +436,21 @@ def test_image_installs_runtime_requirements_only_and_they_cover_the_app() -> No
             continue
         dists = {canonical(d) for d in distributions.get(module, [module])}
         assert dists & installed, f"app/ imports {module} but the image would not install it"
+
+
+def test_requirements_split_runtime_from_development() -> None:
+    runtime = {canonical(_REQ.match(r).group(1)) for r in requirement_lines("requirements.txt")}
+    dev_lines = requirement_lines("requirements-dev.txt")
+    assert dev_lines[0] == "-r requirements.txt", "the dev file starts from the runtime one"
+    dev = {canonical(_REQ.match(r).group(1)) for r in dev_lines[1:]}
+    assert not runtime & dev, "each package pinned once"
+    assert {"pytest", "ruff", "mypy", "aiohttp", "playwright", "hypothesis"} <= dev
+    assert not runtime & {"pytest", "ruff", "mypy", "aiohttp", "playwright", "hypothesis", "schemathesis", "pyyaml"}
+    assert all("==" in line for line in [*requirement_lines("requirements.txt"), *dev_lines[1:]]), "pinned"
+    # The service's command installs the runtime only; the test command both; CI runs the test command.
+    assert "REQUIREMENTS=requirements.txt" in (ROOT / "bin" / "serve").read_text()
+    assert "REQUIREMENTS=requirements-dev.txt" in (ROOT / "bin" / "test").read_text()
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "exec ./bin/test"
 
 
 def test_dockerignore_keeps_database_files_and_secrets_out_but_not_the_app() -> None:
