@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -126,7 +126,8 @@ class DatabaseUnreachable(Exception):
 def describe_location(database_url: str) -> str:
     """`host:port` of a URL, for messages (never the password)."""
     parts = urlsplit(database_url)
-    host = parts.hostname or "localhost"
+    # libpq style ?host=/run/postgresql (a Unix socket directory) wins over the netloc.
+    host = parse_qs(parts.query).get("host", [parts.hostname or "localhost"])[0]
     try:
         port = parts.port or 5432
     except ValueError:
