@@ -147,3 +147,14 @@ def test_allowed_reads_as_a_phrase() -> None:
     assert allowed(FIELDS["port"]) == "an integer from 1 to 65535"
     assert allowed(FIELDS["log_format"]) == "one of text, json"
     assert allowed(FIELDS["hub_poll_seconds"]) == "a number greater than 0"
+
+
+def test_the_readme_lists_every_setting_in_its_group() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("## Settings\n")
+    section = text[start : text.index("\n## ", start + 1)]
+    for f in FIELDS.values():
+        heading = section.index(f"**{f.metadata['group'][0].upper()}{f.metadata['group'][1:]}**")
+        row = section.index(f"| `{env_name(f)}` | `{flag_name(f)}` |")
+        following = [section.find(f"**{g[0].upper()}{g[1:]}**", heading + 1) for g in GROUPS]
+        assert heading < row < min([p for p in following if p > heading] or [len(section)]), f.name
