@@ -46,7 +46,10 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         allow = (exc.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed on {path}" + (f"; allowed: {allow}." if allow else ".")
     else:
-        phrase = http.HTTPStatus(exc.status_code).phrase if exc.status_code in http.HTTPStatus else "Error"
+        try:
+            phrase = http.HTTPStatus(exc.status_code).phrase
+        except ValueError:  # a status code Python does not name
+            phrase = "Error"
         code = phrase.lower().replace(" ", "_").replace("-", "_")
         message = exc.detail if exc.detail != phrase else f"{phrase}."
     return error_response(exc.status_code, code, message, dict(exc.headers or {}))
