@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="eventservice-metrics-")
     # Workers (and the factory in this process) read settings from the environment.
     os.environ.update(settings_to_environ(settings))
-    log.info("listening", extra={"host": settings.host, "port": settings.port, "workers": settings.workers})
+    shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+    log.info(f"listening on http://{shown}:{settings.port}", extra={"workers": settings.workers})
     if settings.workers > 1:
         Multiprocess(config, sockets=[sock]).run()
         return 0
