@@ -7,6 +7,7 @@ import http
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 
@@ -35,6 +36,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code in {204, 304}:
         return Response(status_code=exc.status_code, headers=exc.headers)
     path = request.url.path
+    if exc.status_code == 404 and any(isinstance(r, WebSocketRoute) and r.path == path for r in request.app.routes):
+        message = f"{path} is a WebSocket endpoint: open it with a WebSocket client (ws:// or wss://)."
+        return error_response(426, "upgrade_required", message, {"Upgrade": "websocket"})
     if exc.status_code == 404:
         code = "not_found"
         if path.rstrip("/") == "/session":

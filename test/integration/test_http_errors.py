@@ -64,6 +64,13 @@ async def test_a_wrong_method_is_a_json_405_with_allow(service: Service, method:
     assert method in body["message"] and path in body["message"]
 
 
+async def test_plain_http_to_the_websocket_endpoint_says_to_upgrade(service: Service) -> None:
+    status, headers, body = await request(service, "GET", "/ws")
+    assert status == 426 and headers["Upgrade"] == "websocket"
+    assert_json_error(headers, body, "upgrade_required")
+    assert "WebSocket" in body["message"]
+
+
 async def test_head_of_an_unknown_path_is_404_without_a_body(service: Service) -> None:
     status, headers, _ = await request(service, "HEAD", "/nope")
     assert status == 404 and headers["Content-Type"] == "application/json"
