@@ -35,7 +35,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in {204, 304}:
         return Response(status_code=exc.status_code, headers=exc.headers)
-    path = request.url.path
+    path = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "…"
     if exc.status_code == 404 and any(isinstance(r, WebSocketRoute) and r.path == path for r in request.app.routes):
         message = f"{path} is a WebSocket endpoint: open it with a WebSocket client (ws:// or wss://)."
         return error_response(426, "upgrade_required", message, {"Upgrade": "websocket"})
