@@ -242,10 +242,7 @@ def _check_database_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        raise ValueError from None
+    parts.port  # noqa: B018 - raises ValueError on a port that is not a number
 
 
 def _setting_error(source: str, raw: str, f: dataclasses.Field[Any], reason: str = "") -> SettingError:
