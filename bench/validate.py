@@ -1,0 +1,104 @@
+"""``python -m bench validate``: µs per event spent in app.ingest.parse_frame, no server.
+
+Frames are what clients send: a web page's batch of 100 (one session, small `data`),
+a relay's batch of 100 (a `session_id` in every event) and 10,000-event batches.
+Each row is the median of --runs timings of --seconds each. The machine may be
+shared: compare rows of one run (the ratio column), not runs with each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import time
+from typing import Any
+
+import orjson
+
+from app.ingest import Batch, FrameRules, parse_frame
+
+SESSIONS = [f"{i:08x}-48cd-4fba-946b-53d15b7b43e0" for i in range(8)]
+BASE_TS = 1_700_000_000_000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", type=int, default=3, help="timings per row; the median is reported (default 3)")
+    p.add_argument("--seconds", type=float, default=1.0, help="length of one timing (default 1)")
+
+
+def events(count: int, relay: bool, timestamps: str = "ms") -> list[dict[str, Any]]:
+    """A session's start, EVENTs with small data, its end; relay events name their session."""
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        ts: Any = BASE_TS + i * 37
+        if timestamps == "s":
+            ts = ts / 1000
+        elif timestamps == "rfc3339":
+            ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000)) + f".{ts % 1000:03d}Z"
+        if i == 0:
+            event: dict[str, Any] = {"type": "SESSION_START", "timestamp": ts}
+        elif i == count - 1:
+            event = {"type": "SESSION_END", "timestamp": ts}
+        else:
+            event = {"type": "EVENT", "timestamp": ts, "name": f"page_view_{i % 12}"}
+            if i % 4:
+                event["data"] = {"path": f"/products/{i}", "ref": "campaign-7", "n": i % 10, "ok": True}
+        if relay:
+            event["session_id"] = SESSIONS[i % len(SESSIONS)]
+        out.append(event)
+    return out
+
+
+def rules(relay: bool) -> FrameRules:
+    """FrameRules of this checkout (its timestamp field changed from a scale to a unit mode)."""
+    names = {f.name for f in dataclasses.fields(FrameRules)}
+    unit: dict[str, Any] = {"timestamp_scale": 1} if "timestamp_scale" in names else {"timestamp_unit": "auto"}
+    return FrameRules(
+        session_id=None if relay else SESSIONS[0],
+        max_batch_events=10_000,
+        max_data_bytes=16 * 1024,
+        max_data_depth=64,
+        **unit,
+    )
+
+
+def time_frame(frame: str, count: int, rules_: FrameRules, seconds: float) -> float:
+    """µs per event over about `seconds` of repeated parse_frame calls."""
+    result = parse_frame(frame, 1, rules_)
+    if not isinstance(result, Batch) or len(result.entries) != count:
+        raise SystemExit(f"the benchmark frame was refused: {result}")
+    calls = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while True:
+        parse_frame(frame, 1, rules_)
+        calls += 1
+        now = time.perf_counter()
+        if now >= deadline:
+            return (now - started) / calls / count * 1e6
+
+
+def run(args: argparse.Namespace) -> int:
+    cases = [
+        ("100 events, one session", 100, False, "ms"),
+        ("100 events, relay (session_id in each)", 100, True, "ms"),
+        ("10,000 events, one session", 10_000, False, "ms"),
+        ("10,000 events, relay", 10_000, True, "ms"),
+    ]
+    names = {f.name for f in dataclasses.fields(FrameRules)}
+    if "timestamp_unit" in names:  # older checkouts know milliseconds only
+        cases += [
+            ("100 events, fractional seconds", 100, False, "s"),
+            ("100 events, RFC 3339 strings", 100, False, "rfc3339"),
+        ]
+    print(f"parse_frame, µs per event, median of {args.runs} × {args.seconds:g} s (pid {os.getpid()})\n")
+    print("| frame | bytes/event | µs/event | runs |")
+    print("|---|---:|---:|---|")
+    for label, count, relay, unit in cases:
+        frame = orjson.dumps(events(count, relay, unit)).decode()
+        times = [time_frame(frame, count, rules(relay), args.seconds) for _ in range(args.runs)]
+        runs = " ".join(f"{t:.2f}" for t in times)
+        print(f"| {label} | {len(frame) / count:.0f} | {statistics.median(times):.2f} | {runs} |")
+    return 0
