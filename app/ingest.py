@@ -286,30 +286,54 @@ def _read(frame: str) -> tuple[Any, str | None]:
 
     msgspec refuses lone surrogates and very deep nesting outright; the stdlib reads
     them, so validation can name the event and field at fault instead of answering
-    a bare invalid_json. Both keep integers of any size exact.
+    a bare invalid_json. Both keep integers of any size exact. NaN, Infinity and
+    numbers past a double's range are not JSON numbers: in an event's timestamp
+    they are that event's problem (invalid_event), anywhere else invalid_json.
     """
     try:
         return msgspec.json.decode(frame), None
     except (msgspec.DecodeError, RecursionError):
         pass
     try:
-        return json.loads(frame, parse_constant=_reject_constant, parse_float=_finite_float), None
+        doc = json.loads(frame, parse_constant=_NotFinite, parse_float=_float_or_not_finite)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         return None, str(exc)
     except RecursionError:
         return None, "nested too deeply"
+    stray = _stray_not_finite(doc)
+    if stray is not None:
+        literal = stray.literal[:40]
+        return None, f"{literal} is not valid JSON" if literal[-1].isalpha() else f"number {literal} is too large to represent"
+    return doc, None
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+@dataclass(frozen=True, slots=True)
+class _NotFinite:
+    """Where the stdlib read NaN, Infinity or a number that overflows a double."""
+
+    literal: str
 
 
-def _finite_float(literal: str) -> float:
-    """The stdlib reads 1e400 as infinity, which no JSON writer can write back."""
+def _float_or_not_finite(literal: str) -> float | _NotFinite:
     value = float(literal)
-    if not math.isfinite(value):
-        raise ValueError(f"number {literal[:40]} is too large to represent")
-    return value
+    return value if math.isfinite(value) else _NotFinite(literal)
+
+
+def _stray_not_finite(doc: Any) -> _NotFinite | None:
+    """The first _NotFinite anywhere but directly in an event's timestamp. Iterative: no stack limit."""
+    events = doc.get("events") if isinstance(doc, dict) else doc
+    allowed = {id(e.get("timestamp")) for e in events if isinstance(e, dict)} if isinstance(events, list) else set()
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _NotFinite):
+            if id(node) not in allowed:
+                return node
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
 
 
 def _check_event(index: int, event: Any, rules: FrameRules) -> Entry | list[Problem]:
@@ -392,6 +416,8 @@ def _name(value: Any) -> str:
 
 def _timestamp_ms(value: Any, unit: str) -> int:
     """Integer milliseconds since the Unix epoch, read as the connection's unit says."""
+    if isinstance(value, _NotFinite):
+        raise _Invalid(f"must be a finite number, not {value.literal[:40]}")
     if value is None:
         raise _Invalid(f"is required: seconds or milliseconds since the Unix epoch, or a date-time like {_TIMESTAMP_EXAMPLE}")
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
