@@ -43,9 +43,11 @@ _UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # RFC 3339 section 5.6 date-time, exactly: "T" and "Z" in either case, a zone always,
 # the offset with a colon. [0-9], not \d, which would admit other scripts' digits.
-_RFC3339_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(?:[Zz]|([+-])([0-9]{2}):([0-9]{2}))"
-)
+_RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.([0-9]+))?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+# The start of each minute seen (date, hour, minute and zone) in ms: a batch's
+# date-times share a few. Bounded: cleared when full.
+_MINUTE_CACHE: dict[str, int] = {}
+_MINUTE_CACHE_SIZE = 4096
 
 _UUID_CACHE: dict[str, str] = {}
 _UUID_CACHE_SIZE = 65_536
@@ -192,17 +194,25 @@ def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Ba
 
 
 def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: FrameRules) -> list[Entry] | None:
-    """Entries of typed events, or None at the first problem (the slow path then lists them all)."""
+    """Entries of typed events, or None at the first problem (the slow path then lists them all).
+
+    The usual cases are inlined (integer timestamps, known session ids, small data):
+    this loop is most of the Python time left per event.
+    """
     session = rules.session_id
     unit = rules.timestamp_unit
     auto = unit == "auto"
     scale = 1000 if unit == "s" else 1
+    max_bytes = rules.max_data_bytes
+    max_depth = rules.max_data_depth
+    known_uuid = _UUID_CACHE.get
+    encode = _ENCODER.encode
     entries: list[Entry] = []
     append = entries.append
     try:
         for event in events:
             ts = event.timestamp
-            if type(ts) is int:  # the usual case, inline
+            if type(ts) is int:
                 ms = (ts * 1000 if ts < AUTO_SECONDS_BELOW else ts) if auto else ts * scale
                 if not 0 <= ms < MAX_TIMESTAMP_MS:
                     return None
@@ -214,7 +224,10 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
                     return None
                 session_id = session
             else:
-                session_id = _session_id(session_id, session)
+                canonical = known_uuid(session_id)
+                session_id = _session_id(session_id, session) if canonical is None else canonical
+                if session is not None and session_id != session:
+                    return None
             if type(event) is _Event:
                 name: str | None = event.name
                 if "\x00" in event.name:  # msgspec already refused lone surrogates
@@ -224,7 +237,17 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
                 name = None
                 kind = "SESSION_START" if type(event) is _SessionStart else "SESSION_END"
             data = event.data
-            append((session_id, kind, ms, name, None if data is None else _data_text(data, rules)))
+            if data is None:
+                append((session_id, kind, ms, name, None))
+                continue
+            encoded = encode(data)  # msgspec decoded it: no lone surrogates, depth < 1000
+            if (
+                len(encoded) > max_bytes
+                or b"\\u0000" in encoded
+                or (len(encoded) > max_depth and encoded.count(b"{") + encoded.count(b"[") > max_depth)
+            ):
+                encoded = _data_text(data, rules).encode()  # decides exactly, or raises
+            append((session_id, kind, ms, name, encoded.decode()))
     except _Invalid:
         return None
     return entries
@@ -463,22 +486,36 @@ def _rfc3339_ms(text: str) -> int:
         except ValueError:
             raise _Invalid(f"must be a number or an RFC 3339 date-time with a zone, like {_TIMESTAMP_EXAMPLE}") from None
         raise _Invalid(f"is a number inside a string: send it as a JSON number, or as a date-time like {_TIMESTAMP_EXAMPLE}")
-    year, month, day, hour, minute, second = (int(g) for g in match.group(1, 2, 3, 4, 5, 6))
-    fraction, sign, offset_hours, offset_minutes = match.group(7, 8, 9, 10)
-    offset = 0
-    if sign is not None:
-        if int(offset_hours) > 23 or int(offset_minutes) > 59:
-            raise _Invalid(f"has a zone offset out of range (at most ±23:59), like {_TIMESTAMP_EXAMPLE}")
-        offset = (int(offset_hours) * 3600 + int(offset_minutes) * 60) * (1 if sign == "+" else -1)
-    # second 60 is a leap second (RFC 3339 allows it): counted as the next second, as
-    # Unix time does.
-    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month) and hour < 24 and minute < 60 and second <= 60):
+    second, fraction, zone = match.groups()
+    minute_key = text[:16] + zone  # "YYYY-MM-DDTHH:MM": the pattern fixes every position
+    minute_ms = _MINUTE_CACHE.get(minute_key)
+    if minute_ms is None:
+        minute_ms = _minute_ms(text, zone)
+        if len(_MINUTE_CACHE) >= _MINUTE_CACHE_SIZE:
+            _MINUTE_CACHE.clear()
+        _MINUTE_CACHE[minute_key] = minute_ms
+    # Second 60 is a leap second (RFC 3339 allows it): counted as the next second, as
+    # Unix time does. Digits past the millisecond are truncated.
+    if int(second) > 60:
         raise _Invalid(f"is not a date and time of the calendar, like {_TIMESTAMP_EXAMPLE}")
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset
-    ms = seconds * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)  # past ms: truncated
+    ms = minute_ms + int(second) * 1000 + (int(fraction[:3].ljust(3, "0")) if fraction else 0)
     if ms < 0:
         raise _Invalid("is before 1970-01-01T00:00:00Z, which cannot be stored")
     return ms
+
+
+def _minute_ms(text: str, zone: str) -> int:
+    """Milliseconds since the epoch at the start of the minute, in UTC (may be negative)."""
+    year, month, day, hour, minute = int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16])
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month) and hour < 24 and minute < 60):
+        raise _Invalid(f"is not a date and time of the calendar, like {_TIMESTAMP_EXAMPLE}")
+    offset = 0
+    if zone not in ("Z", "z"):
+        offset_hours, offset_minutes = int(zone[1:3]), int(zone[4:6])
+        if offset_hours > 23 or offset_minutes > 59:
+            raise _Invalid(f"has a zone offset out of range (at most ±23:59), like {_TIMESTAMP_EXAMPLE}")
+        offset = (offset_hours * 60 + offset_minutes) * (1 if zone[0] == "+" else -1)
+    return ((_days_from_civil(year, month, day) * 24 + hour) * 60 + minute - offset) * 60_000
 
 
 def _days_in_month(year: int, month: int) -> int:
