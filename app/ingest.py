@@ -244,7 +244,8 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
             if (
                 len(encoded) > max_bytes
                 or b"\\u0000" in encoded
-                or (len(encoded) > max_depth and encoded.count(b"{") + encoded.count(b"[") > max_depth)
+                # Each level takes two brackets, so short data cannot be too deep.
+                or (len(encoded) > 2 * max_depth and encoded.count(b"{") + encoded.count(b"[") > max_depth)
             ):
                 encoded = _data_text(data, rules).encode()  # decides exactly, or raises
             append((session_id, kind, ms, name, encoded.decode()))
