@@ -9,10 +9,11 @@ union on `type`), so JSON syntax, field types, the EVENT name's length and the
 shape of `data` are checked in compiled code; Python adds only what a type cannot
 say (timestamp units and range, session ids, NUL characters, data size and depth).
 At the first problem it gives up, and the slow path re-reads the frame as plain
-values and lists every problem of every event. Both use the same field checks
-below, so they cannot disagree about what is valid; the slow path runs only for
-frames that are going to be refused (or, rarely, ones msgspec cannot read at all,
-such as a lone surrogate in a field the service ignores).
+values and lists every problem of every event. Both use the field checks below
+(the fast path inlines the common cases), and a property test holds them to the
+same answer for every frame. The slow path runs only for frames that are going to
+be refused (or, rarely, ones msgspec cannot read at all, such as a lone surrogate
+in a field the service ignores).
 """
 
 from __future__ import annotations
