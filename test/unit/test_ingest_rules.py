@@ -23,9 +23,6 @@ MS = FrameRules(session_id=SESSION, timestamp_unit="ms", max_batch_events=10_000
 SECONDS = FrameRules(
     session_id=SESSION, timestamp_unit="s", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64
 )
-AUTO = FrameRules(
-    session_id=SESSION, timestamp_unit="auto", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64
-)
 RELAY = FrameRules(session_id=None, timestamp_unit="ms", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64)
 
 
