@@ -1,4 +1,4 @@
-"""``python -m bench ingest|fanout|lookup|soak [options]`` (``--help`` on each)."""
+"""``python -m bench ingest|fanout|lookup|soak|validate [options]`` (``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from . import fanout, ingest, lookup, soak
+from . import fanout, ingest, lookup, soak, validate
 from .service import Database, database, run_loop
 
 Scenario = Callable[[argparse.Namespace, Database], Awaitable[None]]
@@ -34,11 +34,15 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
         p.add_argument("--server-arg", action="append", default=[], help="extra argument for `python -m app` (repeatable)")
         add(p)
+    v = sub.add_parser("validate", help=validate.__doc__.splitlines()[0], description=validate.__doc__)
+    validate.add_arguments(v)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.scenario == "validate":  # pure CPU: no service, no database
+        return validate.run(args)
     if getattr(args, "duration", 1.0) <= 0 or args.warmup < 0 or args.workers < 1:
         print("--duration must be > 0, --warmup >= 0, --workers >= 1", file=sys.stderr)
         return 2

@@ -20,15 +20,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from app import limits, metrics
 from app.connlog import connection_id
 from app.errors import deny_websocket, error_response
-from app.ingest import Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame, parse_uuid
 from app.lifecycle import Drain
 from app.rejected import RejectedRecorder
 from app.services import Services
 from app.writer import Outcome
 
 log = logging.getLogger("eventservice.ws")
-
-_TIMESTAMP_SCALES = {"ms": 1, "s": 1000}
 
 # A submitted batch keeps its raw frame until answered: an ERROR keeps it in rejected_batches.
 Pending = tuple[Batch, "asyncio.Future[Outcome]", str | bytes | None] | Rejection | None
@@ -69,13 +67,13 @@ def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, 
         session_id = parse_uuid(params["sessionId"])
         if session_id is None:
             return ("invalid_session_id", "sessionId must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0.")
-    unit = params.get("timestampUnit", "ms")
-    if unit not in _TIMESTAMP_SCALES:
-        return ("invalid_timestamp_unit", "timestampUnit must be ms or s.")
+    unit = params.get("timestampUnit", "auto")
+    if unit not in TIMESTAMP_UNITS:
+        return ("invalid_timestamp_unit", "timestampUnit must be auto (the default: seconds below 100000000000), ms or s.")
     s = services.settings
     return FrameRules(
         session_id=session_id,
-        timestamp_scale=_TIMESTAMP_SCALES[unit],
+        timestamp_unit=TIMESTAMP_UNITS[unit],
         max_batch_events=s.max_batch_events,
         max_data_bytes=s.max_data_bytes,
         max_data_depth=s.max_data_depth,

@@ -115,6 +115,7 @@ timestamps = (
     st.integers(min_value=-5, max_value=MAX_TS + 5)
     | st.integers()
     | st.floats(allow_nan=False)
+    | st.datetimes().map(lambda d: d.isoformat() + "Z")  # RFC 3339 when it has seconds; else refused
     | st.booleans()
     | st.text(max_size=15)
     | st.none()

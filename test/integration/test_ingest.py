@@ -472,8 +472,55 @@ async def test_timestamp_unit_seconds_stores_milliseconds(service: Service, sql:
     assert [c["timestamp"] for c in body["children"]] == [1_624_422_534_000, 1_700_000_000_000]
 
 
-async def test_explicit_millisecond_unit_is_the_default(service: Service) -> None:
-    assert await upload(service.ws_url, new_session(), [event("a", TS)], query="timestampUnit=ms") == [ack(1, 1)]
+async def test_explicit_millisecond_unit_reads_small_numbers_as_milliseconds(
+    service: Service, sql: asyncpg.Connection
+) -> None:
+    session = new_session()
+    assert await upload(service.ws_url, session, [event("a", TS), event("b", 5)], query="timestampUnit=ms") == [ack(1, 2)]
+    assert [ts for _, ts, *_ in await session_rows(sql, session)] == [TS, 5]
+
+
+@pytest.mark.parametrize("query", ["", "&timestampUnit=auto"])
+async def test_auto_unit_by_default_reads_seconds_milliseconds_and_rfc3339(
+    service: Service, sql: asyncpg.Connection, query: str
+) -> None:
+    session = new_session()
+    sent: list[Any] = [1_624_422_534, 1_624_422_534_123, 1569972082.25, 99_999_999_999, 100_000_000_000]
+    sent += ["2019-10-01T23:21:22.123456Z", "2019-10-02T01:21:22+02:00", "2019-10-01t23:21:22z"]
+    async with await Uploader.open(service.ws_url, f"?sessionId={session}{query}") as up:
+        assert await up.send([event(f"e{i}", ts) for i, ts in enumerate(sent)]) == ack(1, len(sent))
+    assert [ts for _, ts, *_ in await session_rows(sql, session)] == [
+        1_624_422_534_000,
+        1_624_422_534_123,
+        1_569_972_082_250,
+        99_999_999_999_000,
+        100_000_000_000,
+        1_569_972_082_123,
+        1_569_972_082_000,
+        1_569_972_082_000,
+    ]
+
+
+async def test_an_unknown_timestamp_unit_is_refused_naming_the_accepted_ones(service: Service) -> None:
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    }
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/ws?timestampUnit=us", headers=headers) as response:
+        assert response.status == 400
+        body = await response.json(content_type=None)
+    assert body["error"] == "invalid_timestamp_unit"
+    assert all(re.search(rf"\b{unit}\b", body["message"]) for unit in ("auto", "ms", "s")), body
+
+
+async def test_every_problem_of_every_event_is_reported(conn: Conn, sql: asyncpg.Connection) -> None:
+    frame = json.dumps([{"type": "CLICK", "timestamp": "now"}, _ev(), {"type": "EVENT", "timestamp": -1, "name": ""}])
+    reply = await rejected_then_usable(conn, sql, frame, "invalid_event")
+    assert [(d["index"], d["field"]) for d in reply["details"]] == [(0, "type"), (0, "timestamp"), (2, "timestamp"), (2, "name")]
+    assert "2 of 3" in reply["message"]
+    assert "RFC 3339" in reply["details"][1]["message"]
 
 
 async def test_uuids_are_case_insensitive_and_stored_lowercase(service: Service, sql: asyncpg.Connection) -> None:
@@ -541,9 +588,11 @@ async def test_start_is_the_earliest_start_and_end_the_latest_end_whatever_the_o
         return {"type": "SESSION_END", "timestamp": ts}
 
     # End before start, repeats, events outside [start, end], over two connections.
-    await upload(service.ws_url, session, [end(5_000), event("after-end", 9_000)], [start(3_000)])
-    await upload(service.ws_url, session, [start(2_000), event("before-start", 1_000)], [end(4_000), start(2_500)])
-    await upload(service.ws_url, session, [end(7_000), end(6_000), start(2_000)])
+    # Small numbers would be seconds under the default timestampUnit=auto.
+    ms = "timestampUnit=ms"
+    await upload(service.ws_url, session, [end(5_000), event("after-end", 9_000)], [start(3_000)], query=ms)
+    await upload(service.ws_url, session, [start(2_000), event("before-start", 1_000)], [end(4_000), start(2_500)], query=ms)
+    await upload(service.ws_url, session, [end(7_000), end(6_000), start(2_000)], query=ms)
     status, body = await get_json(service, f"/session/{session}")
     assert status == 200
     assert (body["start"], body["end"]) == (2_000, 7_000)

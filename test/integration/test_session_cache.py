@@ -17,16 +17,17 @@ async def _tree(svc: Service, session: str) -> dict:
 
 async def test_new_events_start_and_end_show_up_after_a_cached_read(service: Service, sql: asyncpg.Connection) -> None:
     session = new_session()
-    await upload(service.ws_url, session, [event("a", 10)])
+    ms = "timestampUnit=ms"  # small numbers would be seconds under the default, auto
+    await upload(service.ws_url, session, [event("a", 10)], query=ms)
     assert [c["name"] for c in (await _tree(service, session))["children"]] == ["a"]
     assert [c["name"] for c in (await _tree(service, session))["children"]] == ["a"]  # now from the cache
 
-    await upload(service.ws_url, session, [event("b", 5)])
+    await upload(service.ws_url, session, [event("b", 5)], query=ms)
     assert [c["name"] for c in (await _tree(service, session))["children"]] == ["b", "a"]
 
-    await upload(service.ws_url, session, [{"type": "SESSION_END", "timestamp": 99}])
+    await upload(service.ws_url, session, [{"type": "SESSION_END", "timestamp": 99}], query=ms)
     assert (await _tree(service, session))["end"] == 99
-    await upload(service.ws_url, session, [{"type": "SESSION_START", "timestamp": 1}])
+    await upload(service.ws_url, session, [{"type": "SESSION_START", "timestamp": 1}], query=ms)
     assert (await _tree(service, session))["start"] == 1
 
     # A plain-SQL writer is seen too: the trigger bumps the version in the same statement.
