@@ -112,4 +112,22 @@ SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
  LIMIT $6
 """
 
+# ?tail=N on a fresh connection: the last $5 matching entries at or below the
+# position the subscriber started at ($1), returned oldest first. The live buffer
+# holds exactly what follows $1, so tail and live meet without gap or overlap.
+# The inner scan walks the primary key backwards and stops after $5 matches.
+STREAM_TAIL = """
+SELECT * FROM (
+    SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
+      FROM events e
+      LEFT JOIN event_names n ON n.id = e.name_id
+     WHERE e.position <= $1
+       AND ($2::uuid[] IS NULL OR e.session_id = ANY($2::uuid[]))
+       AND ($3::text[] IS NULL OR n.name = ANY($3::text[]))
+       AND ($4::text[] IS NULL OR e.type = ANY($4::text[]))
+     ORDER BY e.position DESC
+     LIMIT $5) AS latest
+ ORDER BY position
+"""
+
 LISTEN_CHANNEL = "eventservice_events"
