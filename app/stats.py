@@ -255,16 +255,6 @@ def nearest_rank(n: int, percent: int) -> int:
     return max(1, -(-percent * n // 100))
 
 
-def rank_fraction(n: int, percent: int) -> float:
-    """A fraction f for which PostgreSQL's percentile_disc picks exactly that rank.
-
-    percentile_disc takes row ceil(f·n); f·n computed in floating point can land a
-    hair above an integer and pick the next row (0.9·n is not always exact). Aiming
-    at the middle of the rank, (k − ½)/n, is half a row away from any rounding edge.
-    """
-    return (nearest_rank(n, percent) - 0.5) / n
-
-
 def percentile(sorted_values: Sequence[int], percent: int) -> int | None:
     if not sorted_values:
         return None

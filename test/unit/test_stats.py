@@ -21,13 +21,6 @@ def test_nearest_rank_is_the_smallest_value_with_p_percent_at_or_below(values: l
     assert st.percentile(ordered, p) == expected
 
 
-@given(n=hs.integers(1, 10**7), p=hs.sampled_from([50, 90, 99]))
-def test_rank_fraction_lands_on_the_rank_in_floating_point(n: int, p: int) -> None:
-    import math
-
-    assert math.ceil(st.rank_fraction(n, p) * n) == st.nearest_rank(n, p)
-
-
 def test_percentile_of_nothing_is_null() -> None:
     assert st.percentile([], 50) is None
     assert st.mean(0, 0) is None
