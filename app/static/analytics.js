@@ -294,8 +294,22 @@
     return Number.isInteger(n) ? n.toLocaleString('en-US') : n.toLocaleString('en-US', { maximumFractionDigits: 1 });
   }
 
+  // Compact: "350 ms", "20.5 s", "1 min 28 s", "2 h 5 min", "3 d 4 h" (exact ms on hover).
   function dur(ms) {
-    return ms === null || ms === undefined ? '—' : api.formatDuration(Math.round(ms));
+    if (ms === null || ms === undefined || !isFinite(ms)) return '—';
+    const v = Math.round(ms);
+    if (v < 1000) return v + ' ms';
+    if (v < 60000) return (Math.round(v / 100) / 10) + ' s';
+    const parts = [[86400000, 'd'], [3600000, 'h'], [60000, 'min'], [1000, 's']];
+    const out = [];
+    let rest = v;
+    for (const [unit, label] of parts) {
+      const n = Math.floor(rest / unit);
+      rest -= n * unit;
+      if (n || out.length) out.push(n + ' ' + label);
+      if (out.length === 2) break;
+    }
+    return out.filter((p) => !p.startsWith('0 ')).join(' ') || '0 s';
   }
 
   function renderSummary() {
@@ -326,6 +340,8 @@
       box.appendChild(el('dt', null, label));
       const dd = el('dd', null, value);
       dd.dataset.testid = 'figure-' + key;
+      const raw = { 'duration-p50': d.p50, 'duration-p90': d.p90, 'duration-p99': d.p99, 'duration-mean': d.mean }[key];
+      if (raw !== undefined && raw !== null) dd.title = raw + ' ms';
       box.appendChild(dd);
       dl.appendChild(box);
     });

@@ -49,6 +49,9 @@ DOCS_SCREENSHOT = REPO / "docs" / "monitor.png"
 TIMEOUT_MS = 15_000
 RECONNECT_TIMEOUT_MS = 40_000
 T0 = 1_700_000_000_000  # 2023-11-14T22:13:20.000Z
+DESKTOP = {"width": 1440, "height": 900}
+PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+DOCS = REPO / "docs"
 NONZERO = re.compile(r"^(?:[1-9][0-9]*(?:\.[0-9])?|0\.[1-9])$")
 
 
@@ -115,10 +118,10 @@ class MonitorPage:
     def session_item(self, session_id: str) -> Any:
         return self.page.locator(f'[data-testid="session-item"][data-session-id="{session_id}"]')
 
-    async def screenshot(self, name: str) -> Path:
+    async def screenshot(self, name: str, *, full_page: bool = False) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / name
-        await self.page.screenshot(path=str(path))
+        await self.page.screenshot(path=str(path), full_page=full_page)
         return path
 
 
@@ -438,7 +441,7 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
 
 async def test_overview_screenshot_on_laptop_and_phone(browser: Browser, service: Service) -> None:
     """The README's picture: a few sessions flowing in, with a phone-width check too."""
-    async with page_on(browser, service, viewport={"width": 1360, "height": 820}) as monitor:
+    async with page_on(browser, service, viewport=DESKTOP) as monitor:
         await monitor.open()
         base = int(datetime.now(UTC).timestamp() * 1000)
         sessions = [str(uuid.uuid4()) for _ in range(3)]
@@ -469,14 +472,17 @@ async def test_overview_screenshot_on_laptop_and_phone(browser: Browser, service
         # Nothing wider than the screen: no sideways scrolling on a phone.
         overflow = await phone.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
-        await phone.screenshot("monitor-phone.png")
+        # Names whole, times not pushed out of the card.
+        cut = await phone.page.locator(f'#feed-body tr[data-session="{sid}"] .c-name .clip, #feed-body .c-ts').evaluate_all(
+            "ns => ns.filter(n => n.scrollWidth > n.clientWidth + 1).map(n => n.textContent)"
+        )
+        assert cut == [], cut
+        await phone.page.evaluate("window.scrollTo(0, 0)")
+        shot = await phone.screenshot("monitor-390.png")
+        _keep_for_docs(shot, "monitor-390.png")
 
 
 # ------------------------------------------------------------- issue 11: the page's first hour
-
-DESKTOP = {"width": 1440, "height": 900}
-PHONE: dict[str, Any] = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
-DOCS = REPO / "docs"
 
 
 def _keep_for_docs(shot: Path, name: str) -> None:
@@ -575,8 +581,7 @@ async def test_names_are_whole_on_a_phone_and_every_cut_off_value_expands(browse
         await _every_cut_value_expands(phone.page, f'#feed-body tr[data-session="{sid}"]')
         overflow = await phone.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
-        shot = await phone.screenshot("monitor-390.png")
-        _keep_for_docs(shot, "monitor-390.png")
+        await phone.screenshot("monitor-390-expanded.png")
 
     async with page_on(browser, service, viewport=DESKTOP) as monitor:
         await monitor.open(f"?session_id={sid}")
@@ -726,3 +731,188 @@ async def test_token_prompt_button_stays_on_one_line(browser: Browser, start_ser
                 " cut: b.scrollWidth > b.clientWidth})"
             )
             assert box["h"] < 2 * box["line"] + box["pad"] and not box["cut"], (context, box)
+
+
+# ------------------------------------------------------------- issue 13: the Analytics view
+# These run against the real /stats API (branch `analytics`, merged here), never a stub.
+
+
+def _now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+async def _analytics_data(svc: Service) -> int:
+    """Six sessions a few minutes ago: every one views, four add to cart, two buy; four end."""
+    base = _now_ms() - 5 * 60_000
+    durations = [2_000, 20_000, 90_000, 240_000, None, None]
+    for k, duration in enumerate(durations):
+        start = base + k * 1_000
+        names = ["view", "add_to_cart", "buy"][: 3 if k < 2 else 2 if k < 4 else 1]
+        batch = session_frame(names, start=start, end=None if duration is None else start + duration)
+        await send(svc, str(uuid.uuid4()), batch)
+    return base
+
+
+async def _sr_column(page: Page, figure: str, column: int) -> list[str]:
+    return await page.locator(f"#{figure} table[data-testid='sr-table'] tbody tr").evaluate_all(
+        f"rows => rows.map(r => r.children[{column}].textContent)"
+    )
+
+
+def _stats_requests(monitor: MonitorPage, path: str) -> list[str]:
+    return [u for u in monitor.requests if f"/stats/{path}?" in u]
+
+
+async def test_analytics_view_charts_the_figures_and_keeps_up_live(browser: Browser, start_service: Any) -> None:
+    svc = await start_service()
+    await _analytics_data(svc)
+    async with page_on(browser, svc, viewport=DESKTOP) as monitor:
+        page = monitor.page
+        await monitor.open("#analytics")
+        view = page.get_by_test_id("view-analytics")
+        await expect(view).to_be_visible()
+        await expect(view).to_have_attribute("data-loaded", "true")
+        await expect(page.get_by_test_id("figure-sessions-started")).to_have_text("6")
+        await expect(page.get_by_test_id("figure-sessions-ended")).to_have_text("4")
+        await expect(page.get_by_test_id("figure-sessions-open")).to_have_text("2")
+        await expect(page.get_by_test_id("figure-events")).to_have_text("12")
+        await expect(page.get_by_test_id("figure-names")).to_have_text("3")
+        await expect(page.get_by_test_id("figure-duration-p50")).to_have_text("20 s")
+        await expect(page.get_by_test_id("figure-duration-p90")).to_have_text("4 min")
+        await expect(page.get_by_test_id("figure-duration-mean")).to_have_text("1 min 28 s")
+        rows = page.locator('[data-testid="an-name-row"]')
+        await expect(rows).to_have_count(3)
+        assert await rows.evaluate_all("rs => rs.map(r => r.dataset.name)") == ["view", "add_to_cart", "buy"]
+        await expect(rows.locator('[data-testid="an-name-events"]')).to_have_text(["6", "4", "2"])
+        await expect(rows.locator('[data-testid="an-name-sessions"]')).to_have_text(["6", "4", "2"])
+
+        # Charts drawn, with the figures on hover (SVG <title>) and as tables for screen readers.
+        assert sum(int(n.replace(",", "")) for n in await _sr_column(page, "an-events", 1)) == 12
+        assert sum(int(n) for n in await _sr_column(page, "an-sessions", 1)) == 6
+        assert sum(int(n) for n in await _sr_column(page, "an-hist", 1)) == 4
+        assert await _sr_column(page, "an-hist", 0) == ["≤ 1 s", "≤ 5 s", "≤ 10 s", "≤ 30 s", "≤ 1 min",
+                                                        "≤ 5 min", "≤ 10 min", "≤ 30 min", "≤ 1 h", "> 1 h"]  # fmt: skip
+        assert [int(n) for n in await _sr_column(page, "an-hist", 1)][1:6] == [1, 0, 1, 0, 2]
+        await expect(page.locator("#an-events svg path.line")).to_have_count(4)  # all events + 3 names
+        titles = await page.locator("#an-events svg rect.band title").all_text_contents()
+        assert any("all events: 12" in t and "view: 6" in t for t in titles), titles
+        bars = await page.locator("#an-sessions svg rect.bar").evaluate_all("bs => bs.map(b => +b.dataset.value)")
+        assert sum(bars) == 6
+
+        # The funnel builder: steps picked from the known names, bars with sessions and conversion.
+        steps = page.locator('[data-testid="an-step-select"]')
+        await steps.nth(0).select_option("view")
+        await steps.nth(1).select_option("add_to_cart")
+        funnel = page.locator("#an-funnel svg rect.bar")
+        await expect(funnel).to_have_count(2)
+        await page.get_by_test_id("an-step-add").click()
+        await steps.nth(2).select_option("buy")
+        await expect(funnel).to_have_count(3)
+        assert await funnel.evaluate_all("bs => bs.map(b => +b.dataset.sessions)") == [6, 4, 2]
+        assert await _sr_column(page, "an-funnel", 2) == ["100.0 %", "66.7 %", "33.3 %"]
+        widths = await funnel.evaluate_all("bs => bs.map(b => +b.getAttribute('width'))")
+        assert widths[0] > widths[1] > widths[2] > 0
+        await page.evaluate("window.scrollTo(0, 0)")
+        shot = await monitor.screenshot("analytics.png", full_page=True)
+        _keep_for_docs(shot, "analytics.png")
+        await page.locator('[data-testid="an-step-remove"]').nth(2).click()
+        await expect(funnel).to_have_count(2)
+
+        # Live: entries on the stream move the figures without refetching the timeseries.
+        await expect(page.get_by_test_id("an-live")).to_be_visible()
+        window = await page.evaluate("window.eventAnalytics.window")
+        fetched = len(_stats_requests(monitor, "timeseries"))
+        now = _now_ms()
+        await send(svc, str(uuid.uuid4()), [{"type": "EVENT", "timestamp": now + i, "name": "view"} for i in range(3)])
+        await expect(page.get_by_test_id("figure-events")).to_have_text("15")
+        await expect(rows.first.locator('[data-testid="an-name-events"]')).to_have_text("9")
+        assert sum(int(n.replace(",", "")) for n in await _sr_column(page, "an-events", 1)) == 15
+        if await page.evaluate("window.eventAnalytics.window") == window:  # not slid past a bucket meanwhile
+            assert len(_stats_requests(monitor, "timeseries")) == fetched
+
+
+async def test_analytics_range_and_bucket_pickers_refetch(browser: Browser, start_service: Any) -> None:
+    svc = await start_service()
+    await _analytics_data(svc)
+    async with page_on(browser, svc, viewport=DESKTOP) as monitor:
+        page = monitor.page
+        await monitor.open("#analytics")
+        view = page.get_by_test_id("view-analytics")
+        await expect(view).to_have_attribute("data-loaded", "true")
+
+        before = len(_stats_requests(monitor, "timeseries"))
+        await page.get_by_test_id("an-range").select_option("1h")
+        await expect(page.get_by_test_id("an-window")).to_contain_text("by minute")
+        await expect(view).to_have_attribute("data-loaded", "true")
+        await expect(page.get_by_test_id("figure-events")).to_have_text("12")
+        series = _stats_requests(monitor, "timeseries")
+        assert len(series) > before and "bucket=minute" in series[-1]
+        w = await page.evaluate("window.eventAnalytics.window")
+        assert w["to"] - w["from"] == 3_600_000 and w["to"] % 60_000 == 0
+        await expect(page.locator("#an-sessions svg rect.bar")).to_have_count(60)
+
+        await page.get_by_test_id("an-bucket").select_option("hour")
+        await expect(page.get_by_test_id("an-window")).to_contain_text("by hour")
+        assert "bucket=hour" in _stats_requests(monitor, "timeseries")[-1]
+
+        await page.get_by_test_id("an-range").select_option("7d")
+        await page.get_by_test_id("an-bucket").select_option("day")
+        await expect(page.get_by_test_id("an-window")).to_contain_text("by day")
+        await expect(page.get_by_test_id("figure-events")).to_have_text("12")
+        w = await page.evaluate("window.eventAnalytics.window")
+        assert w["to"] - w["from"] == 7 * 86_400_000 and w["to"] % 86_400_000 == 0
+
+        # A custom range in the past: nothing in it.
+        await page.get_by_test_id("an-range").select_option("custom")
+        await page.get_by_test_id("an-from").fill("2020-01-01T00:00")
+        await page.get_by_test_id("an-to").fill("2020-01-02T00:00")
+        await page.get_by_test_id("an-apply").click()
+        await expect(page.get_by_test_id("an-window")).to_contain_text("2020-01-01 00:00 → 2020-01-02 00:00 UTC")
+        await expect(page.get_by_test_id("figure-events")).to_have_text("0")
+        await expect(page.get_by_test_id("figure-duration-p50")).to_have_text("—")
+        assert "from=1577836800000&to=1577923200000" in _stats_requests(monitor, "summary")[-1]
+        # A bad range is refused in the page; too many buckets come back as the API's message.
+        await page.get_by_test_id("an-to").fill("2019-12-31T00:00")
+        await page.get_by_test_id("an-apply").click()
+        await expect(page.get_by_test_id("an-error")).to_contain_text("end after it starts")
+        await page.get_by_test_id("an-from").fill("2000-01-01T00:00")
+        await page.get_by_test_id("an-to").fill("2020-01-01T00:00")
+        await page.get_by_test_id("an-bucket").select_option("minute")
+        await expect(page.get_by_test_id("an-error")).to_be_visible()
+        await expect(page.get_by_test_id("an-error")).not_to_contain_text("end after it starts")
+
+
+async def test_clicking_a_top_name_filters_the_live_feed(browser: Browser, start_service: Any) -> None:
+    svc = await start_service()
+    await _analytics_data(svc)
+    async with page_on(browser, svc, viewport=DESKTOP) as monitor:
+        page = monitor.page
+        await monitor.open("#analytics")
+        await page.locator('[data-testid="an-name"][data-name="buy"]').click()
+        await expect(page.get_by_test_id("view-live")).to_be_visible()
+        await expect(page.get_by_test_id("tab-live")).to_have_attribute("aria-selected", "true")
+        await expect(page.get_by_test_id("filter-name")).to_have_value("buy")
+        await monitor.expect_state("live")
+        await expect(monitor.rows()).to_have_count(2)  # the stored "buy" entries, from the tail
+        await expect(monitor.rows(name="buy")).to_have_count(2)
+
+
+async def test_analytics_view_is_usable_on_a_phone(browser: Browser, start_service: Any) -> None:
+    svc = await start_service()
+    await _analytics_data(svc)
+    async with page_on(browser, svc, **PHONE) as phone:
+        page = phone.page
+        await phone.open("#analytics")
+        await expect(page.get_by_test_id("view-analytics")).to_have_attribute("data-loaded", "true")
+        await expect(page.get_by_test_id("figure-events")).to_have_text("12")
+        steps = page.locator('[data-testid="an-step-select"]')
+        await steps.nth(0).select_option("view")
+        await steps.nth(1).select_option("buy")
+        await expect(page.locator("#an-funnel svg rect.bar")).to_have_count(2)
+        widths = await page.locator("#view-analytics svg").evaluate_all("ss => ss.map(s => s.getBoundingClientRect().right)")
+        assert widths and max(widths) <= 390, widths
+        overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
+        await page.get_by_test_id("an-range").select_option("1h")
+        await expect(page.get_by_test_id("an-window")).to_contain_text("by minute")
+        await phone.screenshot("analytics-390.png")
