@@ -386,10 +386,17 @@ def document(settings: Settings) -> dict[str, Any]:
                         },
                         {"name": "last_event_id", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "description": "Fresh connection only: start with the last N stored entries that match the "
+                            "filters, oldest first, then continue live. A resume position takes precedence.",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+                        },
                     ],
                     "responses": {
                         "200": _text("The event stream", "text/event-stream"),
-                        "400": _error("Malformed filter or last_event_id"),
+                        "400": _error("Malformed filter, last_event_id or tail"),
                         "503": _error("At the connection limit, or shutting down", _RETRY_AFTER),
                     },
                 },
