@@ -112,10 +112,10 @@ SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
  LIMIT $6
 """
 
-# ?tail=N on a fresh connection: the last $5 matching entries at or below the
-# position the subscriber started at ($1), returned oldest first. The live buffer
-# holds exactly what follows $1, so tail and live meet without gap or overlap.
-# The inner scan walks the primary key backwards and stops after $5 matches.
+# ?tail=N on a fresh connection: the last $5 matching entries at or below $1 (the
+# head committed when the read starts, never below the subscriber's start
+# position), returned oldest first; the live stream continues after $1. The inner
+# scan walks the primary key backwards and stops after $5 matches.
 STREAM_TAIL = """
 SELECT * FROM (
     SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data

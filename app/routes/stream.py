@@ -144,8 +144,9 @@ async def database_events(request: Request) -> Response:
             latest = await _tail(services.pool, hub, subscriber, tail)
             if latest is None:
                 return  # database unavailable: EventSource retries the same URL, tail included
-            if latest:
-                yield latest
+            payload, floor = latest
+            if payload:
+                yield payload
         async for chunk in _live(hub, subscriber, floor):
             yield chunk
 
@@ -209,11 +210,14 @@ def _tail_count(request: Request) -> int | None:
     return 0 if raw is None else bounded_int(raw, 0, MAX_TAIL)
 
 
-async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int) -> bytes | None:
-    """The last `count` matching entries up to H, oldest first; None when the database is down.
+async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int) -> tuple[bytes, int] | None:
+    """The last `count` matching entries, oldest first, and the position they end at.
 
-    Bounded by the subscriber's start position like a resume replay, so the live
-    buffer continues exactly where this read ends.
+    They are read up to the head committed when the read starts, which may be past
+    the subscriber's start position H (the hub has not fanned out a fresh commit
+    yet): the live stream then resumes after that head, as a resume replay does
+    after a position ahead of the hub. Positions are commit-ordered, so whatever
+    commits later lies above it. None when the database is unavailable.
     """
     f = subscriber.filters
     args = (
@@ -222,15 +226,21 @@ async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int
         list(f.types) if f.types else None,
     )
     try:
-        async with hub.replay_slots, pool.acquire(timeout=10) as conn:
-            rows = await conn.fetch(queries.STREAM_TAIL, subscriber.start_position, *args, count)
+        async with (
+            hub.replay_slots,
+            pool.acquire(timeout=10) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = await conn.fetchval(queries.STREAM_HEAD)
+            upper = max(subscriber.start_position, head or 0)
+            rows = await conn.fetch(queries.STREAM_TAIL, upper, *args, count)
     except Exception as exc:
         if not is_unavailable(exc):
             raise
         return None
     metrics.REPLAY_ROWS.inc(len(rows))
     metrics.SSE_MESSAGES.inc(len(rows))
-    return b"".join(item_from_row(row).payload for row in rows)
+    return b"".join(item_from_row(row).payload for row in rows), upper
 
 
 async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[bytes]:
