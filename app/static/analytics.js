@@ -544,9 +544,14 @@
     return names;
   }
 
+  // Rebuilt only when the choices change, so a live refresh never closes an open list.
+  let stepsKey = '';
   function renderStepChoices() {
     const list = $('an-steps');
     const names = knownNames();
+    const key = JSON.stringify([names, st.steps]);
+    if (key === stepsKey && list.childNodes.length) return;
+    stepsKey = key;
     list.textContent = '';
     st.steps.forEach((value, i) => {
       const li = el('li', 'step');

@@ -1171,6 +1171,11 @@
       $(id).addEventListener('keydown', onClipEvent);
     });
     window.addEventListener('resize', remarkAll);
+    // Column widths also change without a window resize (a scrollbar, the sessions list).
+    if (window.ResizeObserver) {
+      const watch = new ResizeObserver(remarkAll);
+      document.querySelectorAll('.table-wrap').forEach((node) => watch.observe(node));
+    }
     $('tab-live').addEventListener('click', () => showView('live'));
     $('tab-analytics').addEventListener('click', () => showView('analytics'));
     window.addEventListener('hashchange', () => showView(window.location.hash.slice(1)));

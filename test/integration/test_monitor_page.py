@@ -593,11 +593,17 @@ async def test_names_are_whole_on_a_phone_and_every_cut_off_value_expands(browse
 
 async def _every_cut_value_expands(page: Page, rows: str) -> None:
     """Each value the layout cuts is marked, opens whole on click, and folds again."""
-    report = await _clip_report(page, f"{rows} .clip")
+    # Marks follow the layout (re-checked on resize): wait until they have settled.
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_MS / 1000
+    while True:
+        report = await _clip_report(page, f"{rows} .clip")
+        wrong = [(i, r["cut"], r["marked"], r["text"][:40]) for i, r in enumerate(report) if r["marked"] != r["cut"]]
+        if not wrong or asyncio.get_running_loop().time() > deadline:
+            break
+        await page.wait_for_timeout(100)  # a poll with a deadline, not a synchronisation sleep
+    assert not wrong, f"cut values not marked as expandable (or the reverse): {wrong}"
     cut = [i for i, r in enumerate(report) if r["cut"]]
     assert cut, "the test data should include values wider than their column"
-    for i, r in enumerate(report):
-        assert r["marked"] == r["cut"], f"value {i} cut={r['cut']} but marked={r['marked']}: {r['text'][:40]}"
     nodes = page.locator(f"{rows} .clip")
     for i in cut:
         node = nodes.nth(i)
