@@ -7,12 +7,14 @@ WebSocket ingest path and plain SQL.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import aiohttp
 import asyncpg
 import pytest
 
 from test.support.clients import SSEReader, Uploader, event, new_session, upload
+from test.support.postgres import StandalonePostgres
 from test.support.service import Service
 
 TS = 1_700_000_000_000
@@ -136,3 +138,36 @@ async def test_tail_then_live_has_no_gap_or_duplicate_while_writers_commit(servi
         assert seen == sorted(set(seen)), "positions must strictly increase, without duplicates"
         # Exactly the committed rows from the first one shown on, none skipped.
         assert seen == [p for p in committed if seen[0] <= p <= seen[-1]]
+
+
+@pytest.fixture
+def standalone_postgres() -> Iterator[StandalonePostgres]:
+    pg = StandalonePostgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+async def test_tail_while_the_database_is_down_ends_the_stream_for_a_retry(
+    start_service, standalone_postgres: StandalonePostgres
+) -> None:
+    svc = await start_service(database_url=standalone_postgres.url)
+    session = new_session()
+    await upload(svc.ws_url, session, [event(f"e{i}", TS + i) for i in range(3)])
+    await asyncio.to_thread(standalone_postgres.stop)
+    # Neither a 500 nor a stream that silently starts without its tail: it ends, and
+    # EventSource reconnects to the same URL after the retry hint.
+    async with await SSEReader.open(svc.url, f"?session_id={session}&tail=5") as stream:
+        assert await stream.ended(timeout=30)
+        assert stream.retry is not None
+    await asyncio.to_thread(standalone_postgres.start)
+    names: list[str] = []
+    async with asyncio.timeout(30):
+        while not names:  # the pool may hand out a connection that died with the old server once
+            async with await SSEReader.open(svc.url, f"?session_id={session}&tail=5") as stream:
+                try:
+                    names = [m.json["name"] for m in await stream.take(3, timeout=5)]
+                except EOFError:
+                    continue
+    assert names == ["e0", "e1", "e2"]
