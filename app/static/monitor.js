@@ -474,7 +474,8 @@
     state.resetTimer = setTimeout(() => {
       state.resetTimer = null;
       const es = state.es;
-      setStatus(es && es.readyState === EventSource.OPEN ? 'live' : state.conn === 'live' ? 'reconnecting' : state.conn);
+      if (es && es.readyState === EventSource.OPEN) setConn('live');
+      else setStatus(state.conn === 'live' ? 'reconnecting' : state.conn);
     }, RESET_SHOW_MS);
     showNotice('The server reset the stream' + (reason ? ' (' + reason + ')' : '') +
       '. Changes before this point may be missing from the table; sessions were reloaded.', 'warn');
