@@ -322,17 +322,17 @@
     const e = s.events_per_session || {};
     const figures = [
       ['sessions-started', 'Sessions started', fmt(sessions.started)],
-      ['sessions-ended', 'ended', fmt(sessions.ended)],
-      ['sessions-open', 'open', fmt(sessions.open)],
+      ['sessions-ended', 'Sessions ended', fmt(sessions.ended)],
+      ['sessions-open', 'Sessions open', fmt(sessions.open)],
       ['events', 'Events', fmt(s.events)],
-      ['names', 'Names', fmt(s.names)],
+      ['names', 'Event names', fmt(s.names)],
       ['duration-p50', 'Duration p50', dur(d.p50)],
-      ['duration-p90', 'p90', dur(d.p90)],
-      ['duration-p99', 'p99', dur(d.p99)],
-      ['duration-mean', 'mean', dur(d.mean)],
+      ['duration-p90', 'Duration p90', dur(d.p90)],
+      ['duration-p99', 'Duration p99', dur(d.p99)],
+      ['duration-mean', 'Duration mean', dur(d.mean)],
       ['eps-p50', 'Events/session p50', fmt(e.p50)],
-      ['eps-p90', 'p90', fmt(e.p90)],
-      ['eps-mean', 'mean', fmt(e.mean)],
+      ['eps-p90', 'Events/session p90', fmt(e.p90)],
+      ['eps-mean', 'Events/session mean', fmt(e.mean)],
     ];
     figures.forEach(([key, label, value]) => {
       const box = el('div');
@@ -361,8 +361,10 @@
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
   }
 
-  function seriesColour(name) {
-    return 'hsl(' + api.nameHue(name) + ' 65% 45%)';
+  // By rank, not by a hash of the name: five colours that stay apart (Okabe-Ito).
+  const PALETTE = ['#e69f00', '#0072b2', '#009e73', '#cc79a7', '#d55e00', '#56b4e9', '#f0e442', '#999999'];
+  function seriesColour(index) {
+    return PALETTE[index % PALETTE.length];
   }
 
   // The frame every chart shares: y axis with 3 ticks, x labels at a few buckets.
@@ -420,7 +422,7 @@
     legend.textContent = '';
     if (!ts || !Array.isArray(ts.total)) { fig.textContent = ''; return; }
     const series = [{ name: 'all events', points: ts.total, cls: 'total' }].concat(
-      (ts.series || []).map((s) => ({ name: s.name, points: s.points, colour: seriesColour(s.name) })));
+      (ts.series || []).map((s, i) => ({ name: s.name, points: s.points, colour: seriesColour(i) })));
     let max = 0;
     series.forEach((s) => s.points.forEach((p) => { if (p[1] > max) max = p[1]; }));
     max = niceMax(max);
@@ -522,9 +524,6 @@
       btn.dataset.testid = 'an-name';
       btn.dataset.name = n.name;
       btn.title = 'Show only "' + n.name + '" in the live feed';
-      const sw = el('span', 'swatch');
-      sw.style.setProperty('--hue', String(api.nameHue(n.name)));
-      btn.appendChild(sw);
       btn.appendChild(document.createTextNode(n.name));
       td.appendChild(btn);
       tr.appendChild(td);

@@ -818,11 +818,13 @@ async def test_analytics_view_charts_the_figures_and_keeps_up_live(browser: Brow
         assert await _sr_column(page, "an-funnel", 2) == ["100.0 %", "66.7 %", "33.3 %"]
         widths = await funnel.evaluate_all("bs => bs.map(b => +b.getAttribute('width'))")
         assert widths[0] > widths[1] > widths[2] > 0
-        await page.evaluate("window.scrollTo(0, 0)")
-        shot = await monitor.screenshot("analytics.png", full_page=True)
-        _keep_for_docs(shot, "analytics.png")
+        await page.get_by_test_id("an-within").select_option("60000")
+        await expect(page.get_by_test_id("an-funnel-status")).to_contain_text("within 1 minute of the first")
+        assert "within=60000" in _stats_requests(monitor, "funnel")[-1]
+        assert await funnel.evaluate_all("bs => bs.map(b => +b.dataset.sessions)") == [6, 4, 2]
         await page.locator('[data-testid="an-step-remove"]').nth(2).click()
         await expect(funnel).to_have_count(2)
+        assert "step=view&step=add_to_cart&" in _stats_requests(monitor, "funnel")[-1]
 
         # Live: entries on the stream move the figures without refetching the timeseries.
         await expect(page.get_by_test_id("an-live")).to_be_visible()
@@ -922,3 +924,44 @@ async def test_analytics_view_is_usable_on_a_phone(browser: Browser, start_servi
         await page.get_by_test_id("an-range").select_option("1h")
         await expect(page.get_by_test_id("an-window")).to_contain_text("by minute")
         await phone.screenshot("analytics-390.png")
+
+
+async def test_analytics_picture_for_the_readme(browser: Browser, start_service: Any) -> None:
+    """A day of traffic, for docs/analytics.png: the charts carry data across many buckets."""
+    svc = await start_service()
+    now = _now_ms()
+    flows = [
+        ["page_view", "click"],
+        ["page_view", "add_to_cart", "checkout"],
+        ["page_view", "add_to_cart", "checkout", "purchase"],
+    ]
+    async with await Uploader.open(svc.ws_url) as relay:
+        for k in range(90):
+            start = now - 23 * 3_600_000 + k * 900_000 + (k % 7) * 11_000
+            names = flows[k % 3] + ["scroll"] * (k % 4)
+            sid = str(uuid.uuid4())
+            batch = session_frame(names, start=start, end=None if k % 5 == 0 else start + 4_000 * (k % 13 + 1) ** 2, step=1_500)
+            ack = await relay.send([{**entry, "session_id": sid} for entry in batch])
+            assert ack["type"] == "ACK", ack
+    async with page_on(browser, svc, viewport=DESKTOP) as monitor:
+        page = monitor.page
+        await monitor.open("#analytics")
+        await expect(page.get_by_test_id("view-analytics")).to_have_attribute("data-loaded", "true")
+        await expect(page.get_by_test_id("figure-sessions-started")).to_have_text("90")
+        totals = [int(n.replace(",", "")) for n in await _sr_column(page, "an-events", 1)]
+        assert sum(1 for n in totals if n) >= 20, totals
+        steps = page.locator('[data-testid="an-step-select"]')
+        await steps.nth(0).select_option("page_view")
+        await steps.nth(1).select_option("add_to_cart")
+        await page.get_by_test_id("an-step-add").click()
+        await steps.nth(2).select_option("purchase")
+        await expect(page.locator("#an-funnel svg rect.bar")).to_have_count(3)
+        assert await page.locator("#an-funnel svg rect.bar").evaluate_all("bs => bs.map(b => +b.dataset.sessions)") == [
+            90,
+            60,
+            30,
+        ]
+        await page.mouse.move(0, 0)  # no hover highlight in the picture
+        await page.evaluate("window.scrollTo(0, 0)")
+        shot = await monitor.screenshot("analytics.png", full_page=True)
+        _keep_for_docs(shot, "analytics.png")
