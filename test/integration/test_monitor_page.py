@@ -430,7 +430,12 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
         await monitor.rows(sid).locator('[data-testid="feed-session"]').click()
         await expect(page.get_by_test_id("session-detail")).to_have_attribute("data-loaded", "true")
 
-        for path in ("/database_events?", "/sessions?", f"/session/{sid}?"):
+        await page.get_by_test_id("tab-analytics").click()
+        await expect(page.get_by_test_id("view-analytics")).to_have_attribute("data-loaded", "true")
+        await expect(page.get_by_test_id("figure-events")).to_have_text(re.compile(r"^\d+$"))
+        await page.get_by_test_id("tab-live").click()
+
+        for path in ("/database_events?", "/sessions?", f"/session/{sid}?", "/stats/summary?", "/stats/timeseries?"):
             sent = [u for u in monitor.requests[saved_at:] if path in u]
             assert sent and all("token=read-secret" in u for u in sent), (path, sent)
 
