@@ -8,7 +8,7 @@ request costs no database work.
 Endpoint kinds (by the first path segment):
 
 - ingest: `/ws` needs an ingest token when INGEST_TOKENS is set;
-- read: `/session/…`, `/sessions`, `/database_events`, `/metrics` need a read
+- read: `/session/…`, `/sessions`, `/database_events`, `/stats/…`, `/metrics` need a read
   token when READ_TOKENS is set;
 - open: everything else (`/healthcheck`, `/readyz`, `/`, `/static/…`,
   `/openapi.json`): load balancers and the page's own files need no secret.
@@ -66,7 +66,7 @@ class Kind(enum.Enum):
     READ = "read"
 
 
-_READ_SEGMENTS = frozenset({"session", "sessions", "database_events", "metrics"})
+_READ_SEGMENTS = frozenset({"session", "sessions", "database_events", "metrics", "stats"})
 _INGEST_SEGMENTS = frozenset({"ws"})
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
 
@@ -227,7 +227,7 @@ async def _deny(scope: Scope, receive: Receive, send: Send, response: Response) 
 def warn_about_open_kinds(settings: Settings) -> None:
     """A deployment with one token list set leaves the other kind open: say so once."""
     if settings.ingest_tokens and not settings.read_tokens:
-        log.warning("READ_TOKENS is empty: /session, /sessions, /database_events and /metrics are open to anyone")
+        log.warning("READ_TOKENS is empty: /session, /sessions, /database_events, /stats and /metrics are open to anyone")
     elif settings.read_tokens and not settings.ingest_tokens:
         log.warning("INGEST_TOKENS is empty: anyone who reaches /ws can write events")
 

@@ -112,4 +112,146 @@ SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
  LIMIT $6
 """
 
+# ?tail=N on a fresh connection: the last $5 matching entries at or below $1 (the
+# head committed when the read starts, never below the subscriber's start
+# position), returned oldest first; the live stream continues after $1. The inner
+# scan walks the primary key backwards and stops after $5 matches.
+STREAM_TAIL = """
+SELECT * FROM (
+    SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
+      FROM events e
+      LEFT JOIN event_names n ON n.id = e.name_id
+     WHERE e.position <= $1
+       AND ($2::uuid[] IS NULL OR e.session_id = ANY($2::uuid[]))
+       AND ($3::text[] IS NULL OR n.name = ANY($3::text[]))
+       AND ($4::text[] IS NULL OR e.type = ANY($4::text[]))
+     ORDER BY e.position DESC
+     LIMIT $5) AS latest
+ ORDER BY position
+"""
+
 LISTEN_CHANNEL = "eventservice_events"
+
+# --- reads: analytics (app/routes/stats.py, schema/004_stats.sql) ------------------
+# A range [from, to) is read as its whole minutes from the rollups ($1, $2) plus its
+# partial edge minutes from the base tables ($3, $4 and $5, $6; (0, 0) when empty),
+# see app/stats.py split_range. Every read of one response runs in one
+# REPEATABLE READ snapshot, so the figures agree with each other.
+STATS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
+
+_EVENTS_IN_RANGE = """
+    SELECT minute_ms AS ts, name_id, events AS n FROM stats_event_minutes
+     WHERE minute_ms >= $1 AND minute_ms < $2
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $3 AND ts < $4
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $5 AND ts < $6
+"""
+
+_SESSIONS_IN_RANGE = """
+    SELECT minute_ms AS ts, started AS n FROM stats_session_minutes
+     WHERE minute_ms >= $1 AND minute_ms < $2
+    UNION ALL
+    SELECT start_ms, 1 FROM sessions WHERE start_ms >= $3 AND start_ms < $4
+    UNION ALL
+    SELECT start_ms, 1 FROM sessions WHERE start_ms >= $5 AND start_ms < $6
+"""
+
+# EVENTs per name in the range, most first, ties by name in code point order.
+STATS_NAME_COUNTS = f"""
+SELECT n.id AS name_id, n.name, c.events
+  FROM (SELECT name_id, sum(n)::bigint AS events FROM ({_EVENTS_IN_RANGE}) AS x GROUP BY name_id) AS c
+  JOIN event_names n ON n.id = c.name_id
+ WHERE c.events > 0
+ ORDER BY c.events DESC, n.name COLLATE "C"
+ LIMIT $7
+"""
+
+# EVENTs in the range and how many distinct names they carry.
+STATS_EVENT_TOTALS = f"""
+SELECT coalesce(sum(events), 0)::bigint AS events, count(*) AS names
+  FROM (SELECT name_id, sum(n) AS events FROM ({_EVENTS_IN_RANGE}) AS x GROUP BY name_id) AS c
+ WHERE c.events > 0
+"""
+
+# $7: bucket size in ms. Timestamps are >= 0, so integer division floors.
+STATS_EVENT_BUCKETS = f"""
+SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
+  FROM ({_EVENTS_IN_RANGE}) AS x
+ GROUP BY 1
+"""
+
+# $8: the name ids of the series.
+STATS_NAME_BUCKETS = f"""
+SELECT (ts / $7) * $7 AS bucket, name_id, sum(n)::bigint AS n
+  FROM ({_EVENTS_IN_RANGE}) AS x
+ WHERE name_id = ANY($8::int[])
+ GROUP BY 1, 2
+"""
+
+STATS_SESSION_BUCKETS = f"""
+SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
+  FROM ({_SESSIONS_IN_RANGE}) AS x
+ GROUP BY 1
+ HAVING sum(n) <> 0
+"""
+
+# Distinct sessions of the EVENTs of some names in [$1, $2): an index-only scan of
+# events_event_ts, hashed.
+STATS_NAME_SESSIONS = """
+SELECT name_id, count(*) AS sessions
+  FROM (SELECT DISTINCT name_id, session_id FROM events
+         WHERE type = 'EVENT' AND ts >= $1 AND ts < $2 AND name_id = ANY($3::int[])) AS d
+ GROUP BY name_id
+"""
+
+# The sessions started in [$1, $2), in one pass: counts, sums for the means, the
+# histogram as cumulative counts per upper bound ($3, ascending), and the
+# nearest-rank percentiles picked from the sorted values by integer rank
+# (ceil(p·n/100), computed exactly; percentile_disc's float fraction can be off by one).
+def _at_most(bounds: int) -> str:
+    return ",\n           ".join(
+        f"count(*) FILTER (WHERE ended AND duration <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
+    )
+
+
+def stats_sessions_summary(bounds: int) -> str:
+    return f"""
+WITH s AS (
+    SELECT end_ms - start_ms AS duration, event_count, end_ms IS NOT NULL AS ended
+      FROM sessions
+     WHERE start_ms >= $1 AND start_ms < $2
+), agg AS (
+    SELECT count(*) AS started,
+           count(*) FILTER (WHERE ended) AS ended,
+           sum(duration) AS duration_sum,
+           sum(event_count) AS events_sum,
+           array_agg(duration ORDER BY duration) FILTER (WHERE ended) AS durations,
+           array_agg(event_count ORDER BY event_count) AS counts,
+           {_at_most(bounds)}
+      FROM s
+)
+SELECT started, ended, duration_sum, events_sum,
+       {", ".join(f"at_most_{i}" for i in range(1, bounds + 1))},
+       durations[(50 * ended + 99) / 100] AS duration_p50,
+       durations[(90 * ended + 99) / 100] AS duration_p90,
+       durations[(99 * ended + 99) / 100] AS duration_p99,
+       counts[(50 * started + 99) / 100] AS events_p50,
+       counts[(90 * started + 99) / 100] AS events_p90
+  FROM agg
+"""
+
+
+STATS_NAME_IDS = "SELECT id, name FROM event_names WHERE name = ANY($1::text[])"
+
+# The funnel's input: for each session started in [$1, $2), its EVENTs named by a
+# step ($3), in timestamp-then-arrival order. Sessions without one have no row.
+STATS_FUNNEL_EVENTS = """
+SELECT array_agg(e.name_id ORDER BY e.ts, e.position) AS names,
+       array_agg(e.ts ORDER BY e.ts, e.position) AS stamps
+  FROM sessions s
+  JOIN events e ON e.session_id = s.id
+ WHERE s.start_ms >= $1 AND s.start_ms < $2
+   AND e.type = 'EVENT' AND e.name_id = ANY($3::int[])
+ GROUP BY s.id
+"""

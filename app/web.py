@@ -16,6 +16,7 @@ from app.lifecycle import Drain, install_signal_handlers
 from app.names import NameCache
 from app.rejected import RejectedRecorder
 from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
+from app.routes import stats as stats_routes
 from app.services import Services
 from app.tree_cache import TreeCache
 from app.writer import Writer
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
     routes += openapi.routes
+    routes += stats_routes.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
     return Starlette(
         routes=routes,

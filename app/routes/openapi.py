@@ -63,6 +63,149 @@ def _read(operation: dict[str, Any], secured: bool) -> dict[str, Any]:
     return operation
 
 
+_COUNT = {"type": "integer", "minimum": 0}
+_MS_OR_NULL = {"type": ["integer", "null"]}
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_POINTS = {
+    "type": "array",
+    "description": "[[bucket start ms, count], …] for every bucket, zeros included",
+    "items": {"type": "array", "prefixItems": [{"type": "integer"}, _COUNT], "minItems": 2, "maxItems": 2},
+}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+_RANGE = {"from": {"type": "integer"}, "to": {"type": "integer"}}
+_STATS_SCHEMAS: dict[str, Any] = {
+    "StatsSummary": _object(
+        {
+            **_RANGE,
+            "sessions": _object({"started": _COUNT, "ended": _COUNT, "open": _COUNT}),
+            "events": _COUNT,
+            "names": _COUNT,
+            "duration_ms": _object({"p50": _MS_OR_NULL, "p90": _MS_OR_NULL, "p99": _MS_OR_NULL, "mean": _NUMBER_OR_NULL}),
+            "events_per_session": _object({"p50": _MS_OR_NULL, "p90": _MS_OR_NULL, "mean": _NUMBER_OR_NULL}),
+            "duration_histogram": {"type": "array", "items": _object({"le_ms": _MS_OR_NULL, "sessions": _COUNT})},
+        }
+    ),
+    "StatsTimeseries": _object(
+        {
+            **_RANGE,
+            "bucket": {"enum": ["minute", "hour", "day"]},
+            "total": _POINTS,
+            "sessions_started": _POINTS,
+            "series": {"type": "array", "items": _object({"name": {"type": "string"}, "points": _POINTS})},
+        }
+    ),
+    "StatsNames": _object(
+        {
+            **_RANGE,
+            "names": {
+                "type": "array",
+                "items": _object({"name": {"type": "string"}, "events": _COUNT, "sessions": _COUNT}),
+            },
+        }
+    ),
+    "StatsFunnel": _object(
+        {
+            **_RANGE,
+            "steps": {
+                "type": "array",
+                "items": _object({"name": {"type": "string"}, "sessions": _COUNT, "conversion": _NUMBER_OR_NULL}),
+            },
+        }
+    ),
+}
+_TIME = {
+    "type": "string",
+    "description": "milliseconds since the Unix epoch, or an RFC 3339 date-time with a zone",
+}
+_RANGE_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "from", "in": "query", "description": "inclusive; default: to minus 24 hours", "schema": _TIME},
+    {"name": "to", "in": "query", "description": "exclusive; default: now", "schema": _TIME},
+]
+_NAME_LIST = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 255}}
+
+
+def _stats(summary: str, operation_id: str, schema: str, parameters: list[dict[str, Any]], secured: bool) -> dict[str, Any]:
+    return {
+        "get": _read(
+            {
+                "summary": summary,
+                "operationId": operation_id,
+                "parameters": [*_RANGE_PARAMETERS, *parameters],
+                "responses": {
+                    "200": _json("The figures", schema),
+                    "400": _error("A malformed or contradictory parameter (from >= to, unknown bucket, too many buckets, ...)"),
+                    "503": _UNAVAILABLE,
+                },
+            },
+            secured,
+        )
+    }
+
+
+def _stats_paths(secured: bool) -> dict[str, Any]:
+    return {
+        "/stats/summary": _stats(
+            "Sessions started in the range, EVENTs in it, durations and events per session",
+            "statsSummary",
+            "StatsSummary",
+            [],
+            secured,
+        ),
+        "/stats/timeseries": _stats(
+            "EVENTs and sessions started per UTC-aligned bucket, in total and per name",
+            "statsTimeseries",
+            "StatsTimeseries",
+            [
+                {"name": "bucket", "in": "query", "schema": {"enum": ["minute", "hour", "day"], "default": "hour"}},
+                {
+                    "name": "name",
+                    "in": "query",
+                    "style": "form",
+                    "explode": True,
+                    "schema": _NAME_LIST,
+                    "description": "the series to return (repeatable); default: the 5 names with the most events",
+                },
+            ],
+            secured,
+        ),
+        "/stats/names": _stats(
+            "Event names in the range, most events first",
+            "statsNames",
+            "StatsNames",
+            [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}}],
+            secured,
+        ),
+        "/stats/funnel": _stats(
+            "Sessions started in the range that did the steps in order",
+            "statsFunnel",
+            "StatsFunnel",
+            [
+                {
+                    "name": "step",
+                    "in": "query",
+                    "required": True,
+                    "style": "form",
+                    "explode": True,
+                    "schema": {**_NAME_LIST, "minItems": 2, "maxItems": 10},
+                    "description": "2 to 10 event names, in order",
+                },
+                {
+                    "name": "within",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "every step at most this many ms after the chain's first step",
+                },
+            ],
+            secured,
+        ),
+    }
+
+
 _COMPONENTS: dict[str, Any] = {
     "schemas": {
         "Error": {
@@ -119,6 +262,7 @@ _COMPONENTS: dict[str, Any] = {
             },
         },
     },
+    **_STATS_SCHEMAS,
     "securitySchemes": {
         "bearerToken": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <read token>"},
         "queryToken": {
@@ -242,10 +386,17 @@ def document(settings: Settings) -> dict[str, Any]:
                         },
                         {"name": "last_event_id", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}},
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                        {
+                            "name": "tail",
+                            "in": "query",
+                            "description": "Fresh connection only: start with the last N stored entries that match the "
+                            "filters, oldest first, then continue live. A resume position takes precedence.",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 10000},
+                        },
                     ],
                     "responses": {
                         "200": _text("The event stream", "text/event-stream"),
-                        "400": _error("Malformed filter or last_event_id"),
+                        "400": _error("Malformed filter, last_event_id or tail"),
                         "503": _error("At the connection limit, or shutting down", _RETRY_AFTER),
                     },
                 },
@@ -262,6 +413,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 secured,
             )
         },
+        **_stats_paths(secured),
         "/openapi.json": {
             "get": {
                 "summary": "This document",

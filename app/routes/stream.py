@@ -32,6 +32,7 @@ from app.params import bounded_int
 from app.services import Services
 
 REPLAY_PAGE = 2_000
+MAX_TAIL = 10_000
 _MAX_POSITION = 2**63 - 1
 
 
@@ -112,6 +113,9 @@ async def database_events(request: Request) -> Response:
         resume = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
         if resume is None:
             return error_response(400, "invalid_last_event_id", "last_event_id must be a stream position (a decimal integer).")
+    tail = _tail_count(request)
+    if tail is None:
+        return error_response(400, "invalid_tail", f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
 
     hub: Hub = services.hub
     settings = services.settings
@@ -136,6 +140,13 @@ async def database_events(request: Request) -> Response:
                 # A client resuming from another process may be ahead of this hub:
                 # what it already has must not come again from the live buffer.
                 floor = max(floor, resume)
+        elif tail:
+            latest = await _tail(services.pool, hub, subscriber, tail)
+            if latest is None:
+                return  # database unavailable: EventSource retries the same URL, tail included
+            payload, floor = latest
+            if payload:
+                yield payload
         async for chunk in _live(hub, subscriber, floor):
             yield chunk
 
@@ -191,6 +202,45 @@ async def _replay(
         after = rows[-1]["position"]
         if len(rows) < REPLAY_PAGE:
             break
+
+
+def _tail_count(request: Request) -> int | None:
+    """?tail=N, 0 when absent; None for a malformed value (checked even when a resume wins)."""
+    raw = request.query_params.get("tail")
+    return 0 if raw is None else bounded_int(raw, 0, MAX_TAIL)
+
+
+async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int) -> tuple[bytes, int] | None:
+    """The last `count` matching entries, oldest first, and the position they end at.
+
+    They are read up to the head committed when the read starts, which may be past
+    the subscriber's start position H (the hub has not fanned out a fresh commit
+    yet): the live stream then resumes after that head, as a resume replay does
+    after a position ahead of the hub. Positions are commit-ordered, so whatever
+    commits later lies above it. None when the database is unavailable.
+    """
+    f = subscriber.filters
+    args = (
+        list(f.session_ids) if f.session_ids else None,
+        list(f.names) if f.names else None,
+        list(f.types) if f.types else None,
+    )
+    try:
+        async with (
+            hub.replay_slots,
+            pool.acquire(timeout=10) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = await conn.fetchval(queries.STREAM_HEAD)
+            upper = max(subscriber.start_position, head or 0)
+            rows = await conn.fetch(queries.STREAM_TAIL, upper, *args, count)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        return None
+    metrics.REPLAY_ROWS.inc(len(rows))
+    metrics.SSE_MESSAGES.inc(len(rows))
+    return b"".join(item_from_row(row).payload for row in rows), upper
 
 
 async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[bytes]:

@@ -1,7 +1,10 @@
 /* eventservice live monitor: plain JS, no build step, no external requests.
  *
- * Data sources (all same-origin, see SPEC.md):
- *   GET /database_events  Server-Sent Events, one message per stored entry
+ * Data sources (all same-origin; the page's Content-Security-Policy allows no other):
+ *   GET /database_events  Server-Sent Events, one message per stored entry; a fresh
+ *                         view opens with ?tail=200 (the latest stored entries, then
+ *                         live), "Load older" reads a larger tail with fetch() and
+ *                         stops at the oldest row shown
  *   GET /sessions         recent sessions, paged with ?before=<cursor>
  *   GET /session/<id>     one session's tree, paged with ?limit=&after=<cursor>
  * When the server wants a read token (401), the page asks for one, keeps it in
@@ -13,12 +16,18 @@
 (function () {
   'use strict';
 
-  const MAX_ROWS = 500;            // rows kept in the feed table
+  const MAX_ROWS = 500;            // rows kept in the feed table (raised by "Load older")
+  const ROWS_CEILING = 5000;       // ... but never above this
+  const TAIL_ON_OPEN = 200;        // stored entries shown when a view opens
+  const TAIL_MAX = 10000;          // the server's ?tail= limit
+  const OLDER_PAGE = 200;          // rows added by one "Load older"
+  const OLDER_TIMEOUT_MS = 20000;
+  const RESET_SHOW_MS = 4000;      // how long the badge shows "reset" before the connection state
   const SESSION_PAGE = 50;         // sessions per /sessions page
   const TREE_PAGE = 1000;          // events per /session/<id> page
   const MAX_MARKS = 2000;          // timeline markers drawn (sampled above this)
   const EPS_WINDOW_MS = 5000;      // events/s averaging window
-  const DATA_PREVIEW = 300;        // characters of data shown in a cell
+  const DATA_PREVIEW = 1000;       // characters of data in a collapsed cell (all of it once expanded)
   const TOKEN_KEY = 'eventservice.readToken';
   const TYPES = ['SESSION_START', 'EVENT', 'SESSION_END'];
   const TYPE_LABEL = { SESSION_START: 'start', EVENT: 'event', SESSION_END: 'end' };
@@ -37,6 +46,13 @@
     reconnectTimer: null,
     backoffMs: 1000,
     paused: false,
+    conn: 'connecting',      // the connection's own state; the badge may show "reset" over it
+    maxRows: MAX_ROWS,
+    viewSeen: 0,             // entries this view has received (tail, live and older)
+    historyOpen: false,      // the stored entries of ?tail= are arriving
+    historyUntil: 0,
+    historyEnd: null,
+    olderLoading: false,
     buffer: [],              // items held while paused (only the newest MAX_ROWS)
     bufferedCount: 0,        // how many arrived while paused
     pending: [],             // items waiting for the next render
@@ -157,6 +173,13 @@
     auth: 'token needed',
   };
 
+  // The connection's state. A reset shows for a few seconds, then the badge returns
+  // to whatever the connection is by then (live once the stream is connected again).
+  function setConn(name, detail) {
+    state.conn = name;
+    if (!state.resetTimer) setStatus(name, detail);
+  }
+
   function setStatus(name, detail) {
     const node = $('conn-status');
     node.dataset.state = name;
@@ -175,7 +198,7 @@
   /* -------------------------------------------------------------- token */
 
   function showTokenPanel(message) {
-    setStatus('auth', 'The server requires a read token');
+    setConn('auth', 'The server requires a read token');
     $('token-panel').hidden = false;
     const err = $('token-error');
     err.textContent = message || '';
@@ -298,13 +321,16 @@
 
   /* ---------------------------------------------------------- the stream */
 
-  function streamUrl(from) {
+  // A position resumes; otherwise the latest `tail` stored entries come first. The
+  // browser's own reconnects keep ?tail= but send Last-Event-ID, which wins.
+  function streamUrl(from, tail) {
     const f = state.filters;
     const q = new URLSearchParams();
     if (f.session) q.set('session_id', f.session);
     f.names.forEach((n) => q.append('name', n));
     f.types.forEach((t) => q.append('type', t));
     if (from) q.set('last_event_id', from);
+    else if (tail) q.set('tail', String(tail));
     return withToken('/database_events', q);
   }
 
@@ -333,10 +359,11 @@
       state.lastId = null;
     }
     state.startFrom = null;
-    setStatus(state.everOpened ? 'reconnecting' : 'connecting');
+    if (!resume) state.viewSeen = 0;
+    setConn(state.everOpened ? 'reconnecting' : 'connecting');
     let es;
     try {
-      es = new EventSource(streamUrl(from));
+      es = new EventSource(streamUrl(from, from ? 0 : TAIL_ON_OPEN));
     } catch (e) {
       scheduleReconnect();
       return;
@@ -348,7 +375,13 @@
       state.everOpened = true;
       state.backoffMs = 1000;
       state.streamOpenedAt = performance.now();
-      setStatus('live');
+      // Stored entries of ?tail= arrive in one burst right after the open; they are
+      // history, not arrivals, for the events/s figure and the highlight.
+      // (A live entry that beats the tail's first burst would be taken for history:
+      // it only misses the events/s figure.)
+      state.historyOpen = !from && !state.lastId;
+      state.historyUntil = performance.now() + 1000;
+      setConn('live');
       if (wasReconnect) scheduleSessionsRefresh();
     };
     es.onmessage = (ev) => { if (state.es === es) onStreamMessage(ev); };
@@ -368,13 +401,13 @@
         scheduleReconnect();
       } else {
         // The browser reconnects by itself and sends Last-Event-ID.
-        setStatus('reconnecting');
+        setConn('reconnecting');
       }
     };
   }
 
   async function onStreamFailed() {
-    setStatus('reconnecting');
+    setConn('reconnecting');
     try {
       await apiGet('/sessions', new URLSearchParams({ limit: '1' }));
     } catch (e) {
@@ -391,7 +424,7 @@
     if (state.reconnectTimer) return;
     const delay = state.backoffMs;
     state.backoffMs = Math.min(state.backoffMs * 2, 30000);
-    setStatus('reconnecting', 'Retrying in ' + Math.round(delay / 1000) + ' s');
+    setConn('reconnecting', 'Retrying in ' + Math.round(delay / 1000) + ' s');
     state.reconnectTimer = setTimeout(() => {
       state.reconnectTimer = null;
       openStream(true);
@@ -407,9 +440,22 @@
     let msg;
     try { msg = JSON.parse(ev.data); } catch (e) { return; }
     if (!msg || typeof msg !== 'object') return;
-    countArrival();
-    if ($('conn-status').dataset.state !== 'live' && !state.resetTimer) setStatus('live');
-    accept({ kind: 'row', msg, id });
+    let history = false;
+    if (state.historyOpen && performance.now() < state.historyUntil) {
+      history = true;
+      // Chromium dispatches every message of one received chunk in one task: the
+      // burst ends at the first task boundary.
+      if (!state.historyEnd) {
+        state.historyEnd = setTimeout(() => { state.historyOpen = false; state.historyEnd = null; }, 0);
+      }
+    } else {
+      state.historyOpen = false;
+    }
+    state.received += 1;
+    state.viewSeen += 1;
+    if (!history) state.arrivals.push(performance.now());
+    if (state.conn !== 'live') setConn('live');
+    accept({ kind: 'row', msg, id, history });
   }
 
   function onStreamReset(ev) {
@@ -423,22 +469,19 @@
     if (typeof reason !== 'string') reason = compactJson(reason);
     // The reset carries the current position: carry on from there.
     state.lastId = ev.lastEventId && POS_RE.test(ev.lastEventId) ? ev.lastEventId : null;
-    setStatus('reset', 'The server reset the stream: ' + reason);
     if (state.resetTimer) clearTimeout(state.resetTimer);
+    setStatus('reset', 'The server reset the stream: ' + reason);
     state.resetTimer = setTimeout(() => {
       state.resetTimer = null;
-      if ($('conn-status').dataset.state === 'reset') setStatus(state.es ? 'live' : 'reconnecting');
-    }, 5000);
+      const es = state.es;
+      if (es && es.readyState === EventSource.OPEN) setConn('live');
+      else setStatus(state.conn === 'live' ? 'reconnecting' : state.conn);
+    }, RESET_SHOW_MS);
     showNotice('The server reset the stream' + (reason ? ' (' + reason + ')' : '') +
       '. Changes before this point may be missing from the table; sessions were reloaded.', 'warn');
     accept({ kind: 'reset', reason, id: state.lastId });
     loadSessions(true);
     if (state.detail) openSession(state.detail.id);
-  }
-
-  function countArrival() {
-    state.received += 1;
-    state.arrivals.push(performance.now());
   }
 
   function updateEps() {
@@ -461,12 +504,12 @@
     if (state.paused) {
       state.buffer.push(item);
       if (item.kind === 'row') state.bufferedCount += 1;
-      if (state.buffer.length > MAX_ROWS) state.buffer.splice(0, state.buffer.length - MAX_ROWS);
+      if (state.buffer.length > state.maxRows) state.buffer.splice(0, state.buffer.length - state.maxRows);
       updatePausedCount();
       return;
     }
     state.pending.push(item);
-    if (state.pending.length > MAX_ROWS) state.pending.splice(0, state.pending.length - MAX_ROWS);
+    if (state.pending.length > state.maxRows) state.pending.splice(0, state.pending.length - state.maxRows);
     scheduleFlush();
   }
 
@@ -493,22 +536,24 @@
         frag.appendChild(makeResetRow(item));
         continue;
       }
-      frag.appendChild(makeRow(item.msg, item.id));
+      frag.appendChild(makeRow(item.msg, item.id, !item.history));
       const sid = item.msg.session_id;
       if (state.detail && sid === state.detail.id) touchedOpenSession = true;
       if (typeof sid === 'string' && !state.sessions.has(sid)) unknownSession = true;
       else if (typeof sid === 'string') touchSessionItem(item.msg);
     }
+    const added = frag.childNodes.length;
     body.insertBefore(frag, body.firstChild);
-    while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
+    while (body.rows.length > state.maxRows) body.deleteRow(-1);
+    markClipped(Array.prototype.slice.call(body.rows, 0, added));
     updateFeedCount();
     updateEps();
     if (unknownSession) scheduleSessionsRefresh();
     if (touchedOpenSession) scheduleDetailRefresh();
   }
 
-  function makeRow(msg, id) {
-    const tr = el('tr', 'row fresh');
+  function makeRow(msg, id, fresh) {
+    const tr = el('tr', fresh ? 'row fresh' : 'row');
     tr.dataset.testid = 'feed-row';
     const type = typeof msg.type === 'string' ? msg.type : '?';
     tr.dataset.type = type;
@@ -516,9 +561,16 @@
     if (typeof msg.session_id === 'string') tr.dataset.session = msg.session_id;
     if (typeof msg.name === 'string') tr.dataset.name = msg.name;
 
-    const pos = el('td', 'c-pos', id || '');
-    pos.dataset.label = '#';
-    tr.appendChild(pos);
+    // The entry's own time, readable; the stream position is for machines and
+    // lives in the tooltip (and data-position).
+    const tsCell = el('td', 'c-ts');
+    tsCell.dataset.label = 'Time';
+    const time = el('time', null, isoTime(msg.timestamp));
+    if (typeof msg.timestamp === 'number') time.dateTime = isoTime(msg.timestamp);
+    time.title = (typeof msg.timestamp === 'number' ? msg.timestamp + ' ms since the epoch' : 'no timestamp') +
+      (id ? ' · stream position ' + id : '');
+    tsCell.appendChild(time);
+    tr.appendChild(tsCell);
 
     const typeCell = el('td', 'c-type');
     typeCell.dataset.label = 'Type';
@@ -539,20 +591,14 @@
     }
     tr.appendChild(sessCell);
 
-    const nameCell = el('td', 'c-name', typeof msg.name === 'string' ? msg.name : '');
+    const nameCell = el('td', 'c-name');
     nameCell.dataset.label = 'Name';
-    if (typeof msg.name === 'string') nameCell.title = msg.name;
-    tr.appendChild(nameCell);
-
-    const tsCell = el('td', 'c-ts');
-    tsCell.dataset.label = 'Time';
-    const time = el('time', null, isoTime(msg.timestamp));
-    if (typeof msg.timestamp === 'number') {
-      time.dateTime = isoTime(msg.timestamp);
-      time.title = msg.timestamp + ' ms since the epoch';
+    if (typeof msg.name === 'string') {
+      const name = el('span', 'clip name', msg.name);
+      name.title = msg.name;
+      nameCell.appendChild(name);
     }
-    tsCell.appendChild(time);
-    tr.appendChild(tsCell);
+    tr.appendChild(nameCell);
 
     tr.appendChild(makeDataCell(msg, 'c-data'));
     return tr;
@@ -563,21 +609,69 @@
     td.dataset.label = 'Data';
     if (Object.prototype.hasOwnProperty.call(obj, 'data')) {
       const text = compactJson(obj.data);
-      const code = el('code', 'data', text.length > DATA_PREVIEW ? text.slice(0, DATA_PREVIEW) + '…' : text);
-      code.title = text.length > 2000 ? text.slice(0, 2000) + '…' : text;
-      if (text.length > DATA_PREVIEW) {
-        code.dataset.full = '1';
-        code.tabIndex = 0;
-        code.addEventListener('click', () => toggleData(code, text));
-      }
+      const long = text.length > DATA_PREVIEW;
+      const code = el('code', 'clip data', long ? text.slice(0, DATA_PREVIEW) + '…' : text);
+      code.title = long ? text.slice(0, 2000) + '…' : text;
+      if (long) fullText.set(code, text);
       td.appendChild(code);
     }
     return td;
   }
 
-  function toggleData(code, text) {
-    const open = code.classList.toggle('expanded');
-    code.textContent = open ? text : text.slice(0, DATA_PREVIEW) + '…';
+  /* ------------------------------------------------------ cut-off values */
+
+  // Any value the layout cuts off (a name or data wider than its column) is marked
+  // and expands on click, Enter or Space; a second click folds it again.
+  const fullText = new WeakMap(); // data cells whose text was shortened to DATA_PREVIEW
+
+  function isCut(node) {
+    return fullText.has(node) || node.scrollWidth > node.clientWidth + 1;
+  }
+
+  function markClipped(rows) {
+    rows.forEach((row) => {
+      row.querySelectorAll('.clip:not(.expanded)').forEach((node) => {
+        if (isCut(node)) {
+          node.dataset.clipped = 'true';
+          node.tabIndex = 0;
+          node.setAttribute('role', 'button');
+          node.setAttribute('aria-expanded', 'false');
+        } else if (node.dataset.clipped) {
+          delete node.dataset.clipped;
+          node.removeAttribute('tabindex');
+          node.removeAttribute('role');
+          node.removeAttribute('aria-expanded');
+        }
+      });
+    });
+  }
+
+  function toggleClip(node) {
+    if (!node.classList.contains('expanded') && !isCut(node)) return false;
+    const open = node.classList.toggle('expanded');
+    node.setAttribute('aria-expanded', String(open));
+    const full = fullText.get(node);
+    if (full !== undefined) node.textContent = open ? full : full.slice(0, DATA_PREVIEW) + '…';
+    if (!open) markClipped([node.parentNode]);
+    return true;
+  }
+
+  function onClipEvent(ev) {
+    if (ev.type === 'keydown' && ev.key !== 'Enter' && ev.key !== ' ') return;
+    const node = ev.target.closest && ev.target.closest('.clip');
+    if (!node) return;
+    if (window.getSelection && String(window.getSelection()).length && ev.type === 'click') return; // selecting text
+    if (toggleClip(node)) ev.preventDefault();
+  }
+
+  let remarkTimer = null;
+  function remarkAll() {
+    if (remarkTimer) clearTimeout(remarkTimer);
+    remarkTimer = setTimeout(() => {
+      remarkTimer = null;
+      markClipped(Array.prototype.slice.call($('feed-body').rows));
+      markClipped(Array.prototype.slice.call($('tree-body').rows));
+    }, 150);
   }
 
   function makeResetRow(item) {
@@ -585,7 +679,7 @@
     tr.dataset.testid = 'reset-row';
     const td = el('td', null, '⟲ stream reset' + (item.reason ? ' (' + item.reason + ')' : '') +
       (item.id ? ' at position ' + item.id : '') + ' — changes before this line may be missing');
-    td.colSpan = 6;
+    td.colSpan = 5;
     tr.appendChild(td);
     return tr;
   }
@@ -598,6 +692,8 @@
 
   function clearFeed() {
     $('feed-body').textContent = '';
+    state.maxRows = MAX_ROWS;
+    $('feed-older-status').textContent = '';
     state.pending = [];
     state.buffer = [];
     state.bufferedCount = 0;
@@ -616,7 +712,7 @@
       state.buffer = [];
       state.bufferedCount = 0;
       held.forEach((item) => state.pending.push(item));
-      if (state.pending.length > MAX_ROWS) state.pending.splice(0, state.pending.length - MAX_ROWS);
+      if (state.pending.length > state.maxRows) state.pending.splice(0, state.pending.length - state.maxRows);
       scheduleFlush();
     }
     updatePausedCount();
@@ -627,6 +723,148 @@
     node.hidden = !state.paused;
     node.dataset.count = String(state.bufferedCount);
     node.textContent = state.bufferedCount + ' waiting';
+  }
+
+  /* ------------------------------------------------------- load older */
+
+  // "Load older" asks /database_events for a larger ?tail= (what this view has seen
+  // plus OLDER_PAGE, with the same filters) over fetch(), keeps the entries before the
+  // oldest row shown and stops reading as soon as the stream reaches that row. When
+  // the tail did not reach back that far (a reset skipped entries), it doubles, up to
+  // the server's limit of 10,000.
+  async function loadOlder() {
+    if (state.olderLoading) return;
+    const status = $('feed-older-status');
+    const rows = $('feed-body').querySelectorAll('tr[data-position]');
+    let bound = rows.length ? rows[rows.length - 1].dataset.position : state.lastId;
+    const inclusive = !rows.length; // an emptied table: the newest entry seen is wanted too
+    if (!bound) {
+      status.textContent = 'Nothing older is stored.';
+      return;
+    }
+    state.olderLoading = true;
+    $('feed-older').disabled = true;
+    status.textContent = 'Loading…';
+    try {
+      let n = Math.min(TAIL_MAX, state.viewSeen + OLDER_PAGE + 1);
+      let got;
+      for (;;) {
+        got = await readTailBefore(n, bound, inclusive);
+        if (got.reached || n >= TAIL_MAX) break;
+        n = Math.min(TAIL_MAX, n * 2);
+      }
+      if (!got.reached && !got.older.length) {
+        status.textContent = 'Older entries are beyond the 10,000 newest the stream can return; open /?last_event_id=<position> to replay from a position.';
+        return;
+      }
+      const older = got.older.slice(-OLDER_PAGE);
+      if (!older.length) {
+        status.textContent = 'Nothing older is stored' + (describeFiltersShort() ? ' for these filters.' : '.');
+        return;
+      }
+      appendOlder(older);
+      status.textContent = older.length + ' older ' + (older.length === 1 ? 'entry' : 'entries') + ' added below.';
+    } catch (e) {
+      if (e instanceof AuthError) showTokenPanel(state.token ? 'The read token was rejected.' : '');
+      status.textContent = 'Could not load older entries: ' + e.message;
+    } finally {
+      state.olderLoading = false;
+      $('feed-older').disabled = false;
+    }
+  }
+
+  function describeFiltersShort() {
+    const f = state.filters;
+    return f.session || f.names.length || f.types.length;
+  }
+
+  // Reads the tail stream until an entry at (or past) `bound`; everything before it is older.
+  async function readTailBefore(n, bound, inclusive) {
+    const ctrl = new AbortController();
+    const timer = setTimeout(() => ctrl.abort(), OLDER_TIMEOUT_MS);
+    const older = [];
+    try {
+      const res = await fetch(streamUrl(null, n), {
+        headers: { Accept: 'text/event-stream' }, cache: 'no-store', credentials: 'same-origin', signal: ctrl.signal,
+      });
+      if (res.status === 401) throw new AuthError('read token required');
+      if (!res.ok || !res.body) throw new HttpError(res.status, res.status + ' ' + res.statusText);
+      const reader = res.body.getReader();
+      const decoder = new TextDecoder();
+      let buf = '';
+      let first = true;
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) return { older, reached: false };
+        buf += decoder.decode(chunk.value, { stream: true }).replace(/\r\n?/g, '\n');
+        let cut;
+        while ((cut = buf.indexOf('\n\n')) >= 0) {
+          const msg = parseSseBlock(buf.slice(0, cut));
+          buf = buf.slice(cut + 2);
+          if (!msg || msg.event || !POS_RE.test(msg.id)) continue; // comments, retry, resets
+          const atBound = msg.id === bound;
+          if (atBound || positionAfter(msg.id, bound)) {
+            if (atBound && inclusive) older.push(msg);
+            // The tail began after the bound: it did not reach back far enough.
+            return { older, reached: atBound || !first };
+          }
+          first = false;
+          older.push(msg);
+        }
+      }
+    } finally {
+      clearTimeout(timer);
+      ctrl.abort();
+    }
+  }
+
+  function parseSseBlock(block) {
+    const out = { id: '', event: '', data: [] };
+    let any = false;
+    block.split('\n').forEach((line) => {
+      if (!line || line[0] === ':') return;
+      const i = line.indexOf(':');
+      const key = i < 0 ? line : line.slice(0, i);
+      let value = i < 0 ? '' : line.slice(i + 1);
+      if (value[0] === ' ') value = value.slice(1);
+      if (key === 'data') { out.data.push(value); any = true; } else if (key === 'id') out.id = value;
+      else if (key === 'event') out.event = value;
+    });
+    if (!any) return null;
+    try { out.msg = JSON.parse(out.data.join('\n')); } catch (e) { return null; }
+    return out;
+  }
+
+  function appendOlder(entries) {
+    const body = $('feed-body');
+    state.maxRows = Math.min(ROWS_CEILING, Math.max(state.maxRows, body.rows.length + entries.length));
+    const frag = document.createDocumentFragment();
+    for (let i = entries.length - 1; i >= 0; i--) frag.appendChild(makeRow(entries[i].msg, entries[i].id, false));
+    body.appendChild(frag);
+    state.viewSeen += entries.length;
+    while (body.rows.length > state.maxRows) body.deleteRow(-1);
+    markClipped(Array.prototype.slice.call(body.rows, -entries.length));
+    updateFeedCount();
+  }
+
+  /* ------------------------------------------------------------- views */
+
+  const VIEWS = ['live', 'analytics'];
+  const viewListeners = [];
+
+  function showView(name) {
+    if (VIEWS.indexOf(name) < 0) name = 'live';
+    VIEWS.forEach((v) => {
+      $('view-' + v).hidden = v !== name;
+      $('tab-' + v).setAttribute('aria-selected', String(v === name));
+    });
+    document.body.dataset.view = name;
+    const hash = name === 'live' ? '' : '#' + name;
+    if (window.location.hash !== hash) {
+      try { window.history.replaceState(null, '', window.location.pathname + window.location.search + hash); } catch (e) { /* ignore */ }
+    }
+    if (name === 'live') remarkAll();
+    viewListeners.forEach((fn) => fn(name));
   }
 
   /* ---------------------------------------------------------- sessions */
@@ -879,21 +1117,29 @@
         ? '+' + formatDuration(c.timestamp - origin) : '');
       off.dataset.label = 'Offset';
       tr.appendChild(off);
-      const ts = el('td', 'c-ts', isoTime(c.timestamp));
+      // The date is in the facts above; the row shows the time of day (full in the tooltip).
+      const ts = el('td', 'c-ts', typeof c.timestamp === 'number' ? isoTime(c.timestamp).slice(11, 23) : '—');
       ts.dataset.label = 'Time';
-      if (typeof c.timestamp === 'number') ts.title = c.timestamp + ' ms since the epoch';
+      if (typeof c.timestamp === 'number') ts.title = isoTime(c.timestamp) + ' · ' + c.timestamp + ' ms since the epoch';
       tr.appendChild(ts);
       const nm = el('td', 'c-name');
       nm.dataset.label = 'Name';
+      const name = typeof c.name === 'string' ? c.name : '';
+      // Swatch and name share one line: the name wraps or clips, never the swatch alone.
+      const line = el('span', 'name-line');
       const swatch = el('span', 'swatch');
-      swatch.style.setProperty('--hue', String(nameHue(typeof c.name === 'string' ? c.name : '')));
-      nm.appendChild(swatch);
-      nm.appendChild(document.createTextNode(typeof c.name === 'string' ? c.name : ''));
+      swatch.style.setProperty('--hue', String(nameHue(name)));
+      line.appendChild(swatch);
+      const text = el('span', 'clip name', name);
+      text.title = name;
+      line.appendChild(text);
+      nm.appendChild(line);
       tr.appendChild(nm);
       tr.appendChild(makeDataCell(c, 'c-data'));
       rows.appendChild(tr);
     });
     tbody.appendChild(rows);
+    markClipped(Array.prototype.slice.call(tbody.rows));
   }
 
   function makeMark(className, left, title) {
@@ -915,10 +1161,25 @@
 
   function bind() {
     $('max-rows').textContent = String(MAX_ROWS);
+    $('tail-rows').textContent = String(TAIL_ON_OPEN);
     $('pause-btn').addEventListener('click', togglePause);
     $('filters').addEventListener('submit', onFilterSubmit);
     $('filter-clear').addEventListener('click', clearFilters);
     $('feed-clear').addEventListener('click', () => { clearFeed(); });
+    $('feed-older').addEventListener('click', loadOlder);
+    ['feed-body', 'tree-body'].forEach((id) => {
+      $(id).addEventListener('click', onClipEvent);
+      $(id).addEventListener('keydown', onClipEvent);
+    });
+    window.addEventListener('resize', remarkAll);
+    // Column widths also change without a window resize (a scrollbar, the sessions list).
+    if (window.ResizeObserver) {
+      const watch = new ResizeObserver(remarkAll);
+      document.querySelectorAll('.table-wrap').forEach((node) => watch.observe(node));
+    }
+    $('tab-live').addEventListener('click', () => showView('live'));
+    $('tab-analytics').addEventListener('click', () => showView('analytics'));
+    window.addEventListener('hashchange', () => showView(window.location.hash.slice(1)));
     $('feed-body').addEventListener('click', onSessionClick);
     $('sessions-list').addEventListener('click', onSessionClick);
     $('sessions-more').addEventListener('click', () => loadSessions(false));
@@ -957,17 +1218,36 @@
     }
     updateFeedCount();
     updatePausedCount();
+    showView(window.location.hash.slice(1));
     const ok = await loadSessions(true);
     if (ok === 'auth') return; // the token form opens the stream once a token works
     openStream(false);
   }
 
   // Small hook for tests and the curious: read-only view of the page state.
+  // Also what analytics.js builds on (same token, same helpers, the feed's filter).
   window.eventMonitor = {
     get lastId() { return state.lastId; },
     get received() { return state.received; },
     get paused() { return state.paused; },
-    maxRows: MAX_ROWS,
+    get maxRows() { return state.maxRows; },
+    tailOnOpen: TAIL_ON_OPEN,
+    api: {
+      get: apiGet,
+      withToken,
+      AuthError,
+      askForToken: () => showTokenPanel(state.token ? 'The read token was rejected.' : ''),
+      isoTime,
+      formatDuration,
+      nameHue,
+      el,
+      showView,
+      onView: (fn) => viewListeners.push(fn),
+      filterFeedByName: (name) => {
+        applyFilters({ session: '', names: [name], types: [] });
+        showView('live');
+      },
+    },
   };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);

@@ -1,0 +1,170 @@
+"""GET /stats/summary, /stats/timeseries, /stats/names, /stats/funnel: session analytics.
+
+Parameters and shaping are pure (app/stats.py); the SQL is in app/queries.py and
+reads the rollups of schema/004_stats.sql. Each response reads one REPEATABLE READ
+snapshot, so its figures agree with each other while writers keep committing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import queries
+from app import stats as st
+from app.db import is_unavailable
+from app.errors import error_response, unavailable_response
+
+Params = Mapping[str, Sequence[str]]
+Handler = Callable[[asyncpg.Connection, dict[str, Any], st.Range], Awaitable[dict[str, Any]]]
+Parser = Callable[[Params, st.Range], dict[str, Any]]
+
+_SUMMARY_SQL = queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS))
+_FUNNEL_PREFETCH = 5_000
+
+
+def _bounds(rng: st.Range) -> tuple[int, int, int, int, int, int]:
+    return st.split_range(rng).bounds()
+
+
+def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
+    return {}
+
+
+async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    totals = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *_bounds(rng))
+    row = await conn.fetchrow(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS))
+    assert totals is not None and row is not None
+    started, ended = int(row["started"]), int(row["ended"])
+    at_most = [int(row[f"at_most_{i}"]) for i in range(1, len(st.HISTOGRAM_BOUNDS_MS) + 1)]
+    bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
+    return {
+        "from": rng.start,
+        "to": rng.end,
+        "sessions": {"started": started, "ended": ended, "open": started - ended},
+        "events": int(totals["events"]),
+        "names": int(totals["names"]),
+        "duration_ms": {
+            "p50": row["duration_p50"],
+            "p90": row["duration_p90"],
+            "p99": row["duration_p99"],
+            "mean": st.mean(int(row["duration_sum"] or 0), ended),
+        },
+        "events_per_session": {
+            "p50": row["events_p50"],
+            "p90": row["events_p90"],
+            "mean": st.mean(int(row["events_sum"] or 0), started),
+        },
+        "duration_histogram": st.histogram(bins),
+    }
+
+
+def _timeseries_options(params: Params, rng: st.Range) -> dict[str, Any]:
+    bucket, size = st.parse_bucket(params)
+    st.check_bucket_count(rng, bucket, size)
+    return {"bucket": bucket, "size": size, "names": st.parse_names(params.get("name") or [], "name")}
+
+
+async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    bucket, size, wanted = options["bucket"], options["size"], options["names"]
+    bounds = _bounds(rng)
+    if wanted:
+        ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, wanted)}
+        series_names = [(name, ids.get(name)) for name in wanted]
+    else:
+        top = await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, st.DEFAULT_TOP_NAMES)
+        series_names = [(r["name"], r["name_id"]) for r in top]
+    starts = st.bucket_starts(rng, size)
+    totals = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
+    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
+    known_ids = [i for _, i in series_names if i is not None]
+    per_name: dict[int, dict[int, int]] = {i: {} for i in known_ids}
+    if known_ids:
+        for r in await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, known_ids):
+            per_name[r["name_id"]][r["bucket"]] = int(r["n"])
+    return {
+        "from": rng.start,
+        "to": rng.end,
+        "bucket": bucket,
+        "total": st.points(starts, totals),
+        "sessions_started": st.points(starts, started),
+        "series": [
+            {"name": name, "points": st.points(starts, per_name.get(i, {}) if i is not None else {})} for name, i in series_names
+        ],
+    }
+
+
+def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:
+    return {"limit": st.parse_limit(params, st.DEFAULT_NAMES_LIMIT, st.MAX_NAMES_LIMIT)}
+
+
+async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    limit = options["limit"]
+    top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), limit)
+    sessions: dict[int, int] = {}
+    if top:
+        ids = [r["name_id"] for r in top]
+        rows = await conn.fetch(queries.STATS_NAME_SESSIONS, rng.start, rng.end, ids)
+        sessions = {r["name_id"]: int(r["sessions"]) for r in rows}
+    return {
+        "from": rng.start,
+        "to": rng.end,
+        "names": [{"name": r["name"], "events": int(r["events"]), "sessions": sessions.get(r["name_id"], 0)} for r in top],
+    }
+
+
+def _funnel_options(params: Params, rng: st.Range) -> dict[str, Any]:
+    return {"steps": st.parse_steps(params.get("step") or []), "within": st.parse_within(params)}
+
+
+async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    steps, within = options["steps"], options["within"]
+    ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, list(set(steps)))}
+    depths: list[int] = []
+    if steps[0] in ids:
+        # Step names as ids; a name never seen matches nothing (-1 is no id).
+        step_ids = [ids.get(step, -1) for step in steps]
+        cursor = conn.cursor(queries.STATS_FUNNEL_EVENTS, rng.start, rng.end, list(ids.values()), prefetch=_FUNNEL_PREFETCH)
+        async for row in cursor:
+            depths.append(st.funnel_depth(row["names"], row["stamps"], step_ids, within))
+    return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
+
+
+def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        params: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items():
+            params.setdefault(key, []).append(value)
+        try:  # every parameter is checked before any database work
+            rng = st.parse_range(params, int(time.time() * 1000))
+            options = parse(params, rng)
+        except st.BadParameter as exc:
+            return error_response(400, exc.code, exc.message)
+        pool: asyncpg.Pool = request.app.state.services.pool
+        try:
+            async with pool.acquire(timeout=10) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                await conn.execute(queries.STATS_WORK_MEM)
+                body = await handler(conn, options, rng)  # type: ignore[arg-type]
+        except Exception as exc:
+            if is_unavailable(exc):
+                return unavailable_response()
+            raise
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    return endpoint
+
+
+routes = [
+    Route("/stats/summary", _endpoint(_no_options, _summary), methods=["GET"]),
+    Route("/stats/timeseries", _endpoint(_timeseries_options, _timeseries), methods=["GET"]),
+    Route("/stats/names", _endpoint(_names_options, _names), methods=["GET"]),
+    Route("/stats/funnel", _endpoint(_funnel_options, _funnel), methods=["GET"]),
+]

@@ -1,0 +1,105 @@
+-- eventservice schema, version 004: what GET /stats/... reads.
+--
+-- Idempotent like 001: applied by the service at start-up and usable unchanged
+-- as a docker-entrypoint-initdb.d script.
+--
+-- Additive figures come from per-minute rollups that the events statement trigger
+-- keeps up to date in the same transaction as the events themselves, so they are
+-- exact and include plain-SQL writers. Distinct counts and percentiles scan the
+-- base tables through the two indexes below. A range that does not start or end
+-- on a whole minute reads its partial edge minutes from the base tables.
+
+-- EVENTs per UTC minute (ts - ts % 60000) and name, by the events' own timestamps.
+CREATE TABLE IF NOT EXISTS stats_event_minutes (
+    minute_ms bigint  NOT NULL,
+    name_id   integer NOT NULL,
+    events    bigint  NOT NULL,
+    PRIMARY KEY (minute_ms, name_id)
+);
+
+-- Sessions per UTC minute of their start (the earliest SESSION_START). A session
+-- moves to an earlier minute when a smaller SESSION_START arrives later.
+CREATE TABLE IF NOT EXISTS stats_session_minutes (
+    minute_ms bigint PRIMARY KEY,
+    started   bigint NOT NULL
+);
+
+-- Sessions started in a range (summary, funnel, edge minutes). Only start_ms is
+-- indexed, so the trigger's updates of end_ms/event_count stay HOT.
+CREATE INDEX IF NOT EXISTS sessions_start ON sessions (start_ms) WHERE start_ms IS NOT NULL;
+
+-- EVENTs in a range: distinct sessions per name, and the edge minutes, as
+-- index-only scans.
+CREATE INDEX IF NOT EXISTS events_event_ts ON events (ts) INCLUDE (name_id, session_id) WHERE type = 'EVENT';
+
+-- The statement trigger of 001, plus the rollups. Writers are serialised by the
+-- advisory lock of events_serialize_writers(), so these upserts cannot deadlock
+-- and always see the previous writer's commit.
+--
+-- One statement: all its parts see the sessions table as it was before this
+-- INSERT, which is how a session's previous start is known. A session's start
+-- changes only when this batch brings an earlier SESSION_START (or its first):
+-- the rollup then loses one at the old minute (if any) and gains one at the new.
+CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    top bigint;
+BEGIN
+    WITH batch AS (
+        SELECT session_id,
+               min(ts) FILTER (WHERE type = 'SESSION_START') AS start_ms,
+               max(ts) FILTER (WHERE type = 'SESSION_END') AS end_ms,
+               count(*) FILTER (WHERE type = 'EVENT') AS event_count
+          FROM new_rows
+         GROUP BY session_id
+    ), moved AS (
+        SELECT b.start_ms AS new_start, s.start_ms AS old_start
+          FROM batch b
+          LEFT JOIN sessions s ON s.id = b.session_id
+         WHERE b.start_ms IS NOT NULL AND (s.start_ms IS NULL OR b.start_ms < s.start_ms)
+    ), upserted_sessions AS (
+        INSERT INTO sessions AS s (id, start_ms, end_ms, event_count)
+        SELECT session_id, start_ms, end_ms, event_count FROM batch
+        ON CONFLICT (id) DO UPDATE
+           SET start_ms = LEAST(s.start_ms, EXCLUDED.start_ms),
+               end_ms = GREATEST(s.end_ms, EXCLUDED.end_ms),
+               event_count = s.event_count + EXCLUDED.event_count
+    ), counted_events AS (
+        INSERT INTO stats_event_minutes AS r (minute_ms, name_id, events)
+        SELECT ts - ts % 60000, name_id, count(*)
+          FROM new_rows
+         WHERE type = 'EVENT'
+         GROUP BY 1, 2
+        ON CONFLICT (minute_ms, name_id) DO UPDATE SET events = r.events + EXCLUDED.events
+    )
+    INSERT INTO stats_session_minutes AS m (minute_ms, started)
+    SELECT minute_ms, sum(delta)
+      FROM (SELECT new_start - new_start % 60000, 1 FROM moved
+            UNION ALL
+            SELECT old_start - old_start % 60000, -1 FROM moved WHERE old_start IS NOT NULL) AS d (minute_ms, delta)
+     GROUP BY minute_ms
+    HAVING sum(delta) <> 0
+    ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
+
+    SELECT max(position) INTO top FROM new_rows;
+    IF top IS NOT NULL THEN
+        PERFORM pg_notify('eventservice_events', top::text);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Backfill: recompute the rollups from the base tables, holding the writers' lock
+-- so no batch commits between the recount and the new trigger taking over.
+-- Recomputing (rather than adding) keeps a second run of this file exact.
+DO $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(727401, 1);
+    TRUNCATE stats_event_minutes, stats_session_minutes;
+    INSERT INTO stats_event_minutes (minute_ms, name_id, events)
+    SELECT ts - ts % 60000, name_id, count(*) FROM events WHERE type = 'EVENT' GROUP BY 1, 2;
+    INSERT INTO stats_session_minutes (minute_ms, started)
+    SELECT start_ms - start_ms % 60000, count(*) FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1;
+END $$;
+
+ANALYZE stats_event_minutes;
+ANALYZE stats_session_minutes;

@@ -1,0 +1,450 @@
+"""GET /stats/… against the real server and PostgreSQL, every figure checked exactly.
+
+The data is written with plain SQL (as an operator or another writer would), in
+shuffled statements: events before their session's start, late events, repeated
+SESSION_STARTs (a later, smaller one moves the session to another bucket),
+repeated SESSION_ENDs, sessions that never end or never start, timestamp ties.
+A brute-force model built from the same rows computes each figure straight from
+SPEC's definitions (no shared code with app/stats.py), and the service's answer
+must equal it for many ranges, including sub-minute edges and single milliseconds.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+
+from test.support.service import Service
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+BUCKETS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
+T0 = 1_772_000_000_000 + 12_345  # 2026-02-25, not aligned to anything
+NAMES = ["view", "click", "buy", "Buy", "ä-name", "z"]
+BOUNDS = [1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000]
+SCHEMA_004 = Path(__file__).resolve().parents[2] / "schema" / "004_stats.sql"
+
+Row = tuple[str, str, int, str | None]  # session, type, ts, name
+
+
+@dataclass
+class Model:
+    """Every row inserted, in arrival order: the brute-force side of each comparison."""
+
+    rows: list[Row] = field(default_factory=list)
+
+    def sessions(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for sid, kind, ts, _ in self.rows:
+            s = out.setdefault(sid, {"start": None, "end": None, "events": 0})
+            if kind == "SESSION_START":
+                s["start"] = ts if s["start"] is None else min(s["start"], ts)
+            elif kind == "SESSION_END":
+                s["end"] = ts if s["end"] is None else max(s["end"], ts)
+            else:
+                s["events"] += 1
+        return out
+
+    def events_in(self, lo: int, hi: int) -> list[tuple[int, Row]]:
+        return [(i, r) for i, r in enumerate(self.rows) if r[1] == "EVENT" and lo <= r[2] < hi]
+
+
+def brute_percentile(values: Sequence[int], p: int) -> int | None:
+    """The smallest value with at least p % of the values at or below it."""
+    if not values:
+        return None
+    return min(v for v in values if sum(1 for x in values if x <= v) * 100 >= p * len(values))
+
+
+def brute_summary(model: Model, lo: int, hi: int) -> dict[str, Any]:
+    started = [s for s in model.sessions().values() if s["start"] is not None and lo <= s["start"] < hi]
+    ended = [s for s in started if s["end"] is not None]
+    durations = [s["end"] - s["start"] for s in ended]
+    counts = [s["events"] for s in started]
+    events = model.events_in(lo, hi)
+    histogram = []
+    previous = None
+    for bound in [*BOUNDS, None]:
+        histogram.append(
+            {
+                "le_ms": bound,
+                "sessions": sum(1 for d in durations if (previous is None or d > previous) and (bound is None or d <= bound)),
+            }
+        )
+        previous = bound
+    return {
+        "from": lo,
+        "to": hi,
+        "sessions": {"started": len(started), "ended": len(ended), "open": len(started) - len(ended)},
+        "events": len(events),
+        "names": len({r[3] for _, r in events}),
+        "duration_ms": {
+            "p50": brute_percentile(durations, 50),
+            "p90": brute_percentile(durations, 90),
+            "p99": brute_percentile(durations, 99),
+            "mean": sum(durations) / len(durations) if durations else None,
+        },
+        "events_per_session": {
+            "p50": brute_percentile(counts, 50),
+            "p90": brute_percentile(counts, 90),
+            "mean": sum(counts) / len(counts) if counts else None,
+        },
+        "duration_histogram": histogram,
+    }
+
+
+def brute_names(model: Model, lo: int, hi: int, limit: int) -> dict[str, Any]:
+    events = model.events_in(lo, hi)
+    per: dict[str, list[str]] = {}
+    for _, (sid, _, _, name) in events:
+        assert name is not None
+        per.setdefault(name, []).append(sid)
+    ordered = sorted(per, key=lambda n: (-len(per[n]), [ord(c) for c in n]))[:limit]
+    return {
+        "from": lo,
+        "to": hi,
+        "names": [{"name": n, "events": len(per[n]), "sessions": len(set(per[n]))} for n in ordered],
+    }
+
+
+def brute_timeseries(model: Model, lo: int, hi: int, bucket: str, names: list[str] | None) -> dict[str, Any]:
+    size = BUCKETS[bucket]
+    starts = []
+    t = lo - lo % size
+    while t < hi:
+        starts.append(t)
+        t += size
+    events = model.events_in(lo, hi)
+    if names is None:
+        names = [n["name"] for n in brute_names(model, lo, hi, 5)["names"]]
+    sessions = [s for s in model.sessions().values() if s["start"] is not None and lo <= s["start"] < hi]
+
+    def count(pred: Any) -> list[list[int]]:
+        return [[b, sum(1 for x in pred if b <= x < b + size)] for b in starts]
+
+    return {
+        "from": lo,
+        "to": hi,
+        "bucket": bucket,
+        "total": count([r[2] for _, r in events]),
+        "sessions_started": count([s["start"] for s in sessions]),
+        "series": [{"name": n, "points": count([r[2] for _, r in events if r[3] == n])} for n in names],
+    }
+
+
+def brute_depth(stamps: list[tuple[int, int, str]], steps: list[str], within: int | None) -> int:
+    """Deepest k for which some chain of step-1…k events exists, by exhaustive search.
+
+    stamps: (ts, arrival, name) sorted; a chain's events are strictly increasing in
+    that order and, with within, at most within ms after its first event.
+    """
+    best = 0
+
+    def extend(at: int, depth: int, first_ts: int) -> None:
+        nonlocal best
+        best = max(best, depth)
+        if depth == len(steps):
+            return
+        for j in range(at + 1, len(stamps)):
+            ts, _, name = stamps[j]
+            if name == steps[depth] and (within is None or ts - first_ts <= within):
+                extend(j, depth + 1, first_ts)
+
+    for i, (ts, _, name) in enumerate(stamps):
+        if name == steps[0]:
+            extend(i, 1, ts)
+    return best
+
+
+def brute_funnel(model: Model, lo: int, hi: int, steps: list[str], within: int | None) -> dict[str, Any]:
+    sessions = model.sessions()
+    reached = [0] * (len(steps) + 1)
+    for sid, s in sessions.items():
+        if s["start"] is None or not lo <= s["start"] < hi:
+            continue
+        stamps = sorted((r[2], i, r[3]) for i, r in enumerate(model.rows) if r[0] == sid and r[1] == "EVENT")
+        depth = brute_depth([x for x in stamps if x[2] in steps], steps, within)  # type: ignore[misc]
+        for k in range(1, depth + 1):
+            reached[k] += 1
+    first = reached[1]
+    return {
+        "from": lo,
+        "to": hi,
+        "steps": [
+            {"name": step, "sessions": reached[k], "conversion": reached[k] / first if first else None}
+            for k, step in enumerate(steps, start=1)
+        ],
+    }
+
+
+async def insert(conn: asyncpg.Connection, model: Model, rows: Sequence[Row]) -> None:
+    """One plain-SQL statement, rows taking positions in the given order."""
+    names = sorted({r[3] for r in rows if r[3] is not None})
+    ids = {n: await conn.fetchval("SELECT event_name_id($1)", n) for n in names}
+    await conn.execute(
+        """
+        INSERT INTO events (session_id, type, ts, name_id)
+        SELECT s, t, ts, n FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::int[]) WITH ORDINALITY AS x (s, t, ts, n, o)
+         ORDER BY o
+        """,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [ids[r[3]] if r[3] is not None else None for r in rows],
+    )
+    model.rows.extend(rows)
+
+
+def generate(rng: random.Random, base: int, sessions: int, spread: int) -> list[Row]:
+    rows: list[Row] = []
+    for _ in range(sessions):
+        sid = str(uuid.UUID(int=rng.getrandbits(128)))
+        begin = base + rng.randrange(spread)
+        length = rng.choice([0, 500, 1_000, 1_001, 4_000, 29_999, 60_000, 61_000, 900_000, 4_000_000, rng.randrange(7_200_000)])
+        for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):  # no start, one, or repeated starts
+            rows.append((sid, "SESSION_START", begin + rng.choice([0, 0, rng.randrange(-120_000, 120_000)]), None))
+        for _ in range(rng.choice([0, 1, 1, 2])):  # never ended, ended, ended twice
+            rows.append((sid, "SESSION_END", begin + length + rng.choice([0, rng.randrange(-2_000, 90_000)]), None))
+        ts = begin
+        for _ in range(rng.randrange(0, 14)):
+            ts += rng.choice([0, 0, 1, 999, 30_000, rng.randrange(-90_000, 200_000)])  # ties and going back
+            rows.append((sid, "EVENT", max(0, ts), rng.choice(NAMES)))
+    rng.shuffle(rows)
+    return rows
+
+
+async def get(service: Service, path: str, params: Sequence[tuple[str, Any]] = ()) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}{path}?{urlencode(list(params))}") as response:
+        assert response.content_type == "application/json"
+        return response.status, await response.json()
+
+
+async def stat(service: Service, path: str, params: Sequence[tuple[str, Any]]) -> Any:
+    status, body = await get(service, path, params)
+    assert status == 200, body
+    return body
+
+
+def ranges(rng: random.Random, lo: int, hi: int) -> list[tuple[int, int]]:
+    """Whole ranges, sub-minute edges, single milliseconds, minute/hour/day-aligned ones."""
+    out = [(lo, hi), (lo - lo % DAY, hi - hi % DAY + DAY), (lo + MINUTE - lo % MINUTE, hi - hi % MINUTE)]
+    for _ in range(6):
+        a, b = sorted(rng.sample(range(lo, hi), 2))
+        out.append((a, b))
+    edge = lo + 3 * HOUR
+    out += [
+        (edge, edge + 1),
+        (edge - edge % MINUTE, edge - edge % MINUTE + 1),
+        (edge, edge + 59_999),
+        (edge - 1, edge + MINUTE + 1),
+    ]
+    return out
+
+
+MODEL = Model()
+
+
+@pytest.fixture(scope="module")
+async def loaded(service: Service, sql: asyncpg.Connection) -> Model:
+    rng = random.Random(13)
+    rows = generate(rng, T0, 90, 2 * DAY)
+    for i in range(0, len(rows), 37):  # many statements, each a shuffled slice
+        await insert(sql, MODEL, rows[i : i + 37])
+    return MODEL
+
+
+async def check_all(service: Service, model: Model, seed: int) -> None:
+    rng = random.Random(seed)
+    for lo, hi in ranges(rng, T0 - HOUR, T0 + 2 * DAY + 3 * HOUR):
+        span = [("from", lo), ("to", hi)]
+        assert await stat(service, "/stats/summary", span) == brute_summary(model, lo, hi), (lo, hi)
+        assert await stat(service, "/stats/names", span) == brute_names(model, lo, hi, 50), (lo, hi)
+        assert await stat(service, "/stats/names", [*span, ("limit", 2)]) == brute_names(model, lo, hi, 2)
+        for bucket, size in BUCKETS.items():
+            if (hi - 1) // size - lo // size >= 10_000:
+                continue
+            got = await stat(service, "/stats/timeseries", [*span, ("bucket", bucket)])
+            assert got == brute_timeseries(model, lo, hi, bucket, None), (lo, hi, bucket)
+        chosen = ["buy", "never-seen", "view"]
+        got = await stat(service, "/stats/timeseries", [*span, ("bucket", "hour"), *(("name", n) for n in chosen)])
+        assert got == brute_timeseries(model, lo, hi, "hour", chosen)
+        for steps, within in [
+            (["view", "click"], None),
+            (["view", "click", "buy"], None),
+            (["click", "view", "click"], 60_000),
+            (["view", "view"], 0),
+            (["Buy", "z", "view", "click"], 200_000),
+        ]:
+            params = [*span, *(("step", s) for s in steps)] + ([("within", within)] if within is not None else [])
+            assert await stat(service, "/stats/funnel", params) == brute_funnel(model, lo, hi, steps, within), (lo, hi, steps)
+
+
+async def test_every_figure_matches_brute_force(service: Service, loaded: Model) -> None:
+    await check_all(service, loaded, 1)
+
+
+async def test_late_events_and_earlier_starts_move_figures(service: Service, sql: asyncpg.Connection, loaded: Model) -> None:
+    """After more writes (earlier SESSION_STARTs for existing sessions, late events) everything still agrees."""
+    rng = random.Random(7)
+    known = list(loaded.sessions())
+    late: list[Row] = []
+    for sid in rng.sample(known, 25):
+        s = loaded.sessions()[sid]
+        base = s["start"] if s["start"] is not None else T0 + DAY
+        late.append((sid, "SESSION_START", max(0, base - rng.choice([1, MINUTE, HOUR + 1, DAY])), None))
+        late.append((sid, "EVENT", base - rng.randrange(0, DAY), rng.choice(NAMES)))
+        late.append((sid, "SESSION_END", base + rng.randrange(0, HOUR), None))
+    late += generate(rng, T0 + HOUR, 15, DAY)
+    for i in range(0, len(late), 11):
+        await insert(sql, loaded, late[i : i + 11])
+    await check_all(service, loaded, 2)
+
+
+async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
+    service: Service, sql: asyncpg.Connection, loaded: Model
+) -> None:
+    recount_events = (
+        "SELECT ts - ts % 60000 AS m, name_id, count(*) AS n FROM events WHERE type = 'EVENT' GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    rollup_events = "SELECT minute_ms AS m, name_id, events AS n FROM stats_event_minutes WHERE events <> 0 ORDER BY 1, 2"
+    recount_sessions = (
+        "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
+    )
+    rollup_sessions = "SELECT minute_ms AS m, started AS n FROM stats_session_minutes WHERE started <> 0 ORDER BY 1"
+    assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
+    assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
+    # A second run (the service after docker's initdb ran the file) recounts, never adds.
+    await sql.execute(SCHEMA_004.read_text())
+    assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
+    assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
+    await check_all(service, loaded, 3)
+
+
+async def test_websocket_ingest_counts_too(service: Service, loaded: Model) -> None:
+    """The service's own writer (COPY) goes through the same trigger as plain SQL."""
+    from test.support.clients import upload
+
+    sid = str(uuid.uuid4())
+    base = T0 + 5 * DAY
+    batch = [
+        {"type": "SESSION_START", "timestamp": base + 5},
+        {"type": "EVENT", "timestamp": base + 10, "name": "view"},
+        {"type": "EVENT", "timestamp": base + 10, "name": "click"},
+        {"type": "SESSION_END", "timestamp": base + 2_000},
+    ]
+    acks = await upload(service.ws_url, sid, batch)
+    assert acks[0]["type"] == "ACK", acks
+    loaded.rows.extend((sid, e["type"], e["timestamp"], e.get("name")) for e in batch)
+    span = [("from", base), ("to", base + DAY)]
+    summary = await stat(service, "/stats/summary", span)
+    assert summary == brute_summary(loaded, base, base + DAY)
+    assert summary["sessions"] == {"started": 1, "ended": 1, "open": 0}
+    assert summary["duration_histogram"][1] == {"le_ms": 5_000, "sessions": 1}
+    funnel = await stat(service, "/stats/funnel", [*span, ("step", "view"), ("step", "click")])
+    assert [s["sessions"] for s in funnel["steps"]] == [1, 1]
+
+
+async def test_rfc3339_and_default_range(service: Service, loaded: Model) -> None:
+    lo, hi = T0 - T0 % DAY, T0 - T0 % DAY + DAY
+    by_ms = await stat(service, "/stats/summary", [("from", lo), ("to", hi)])
+    by_text = await stat(service, "/stats/summary", [("from", "2026-02-25T00:00:00Z"), ("to", "2026-02-26T02:00:00+02:00")])
+    assert lo == 1_771_977_600_000 and by_text == by_ms
+    body = await stat(service, "/stats/summary", [])
+    assert body["to"] - body["from"] == DAY
+    only_to = await stat(service, "/stats/names", [("to", hi)])
+    assert (only_to["from"], only_to["to"]) == (lo, hi)
+
+
+async def test_empty_range_is_zeros_and_nulls(service: Service) -> None:
+    span = [("from", 1_000), ("to", 2_000)]
+    summary = await stat(service, "/stats/summary", span)
+    assert summary["sessions"] == {"started": 0, "ended": 0, "open": 0}
+    assert summary["duration_ms"] == {"p50": None, "p90": None, "p99": None, "mean": None}
+    assert summary["events_per_session"] == {"p50": None, "p90": None, "mean": None}
+    assert [b["sessions"] for b in summary["duration_histogram"]] == [0] * 10
+    series = await stat(service, "/stats/timeseries", [*span, ("bucket", "minute")])
+    assert series["total"] == [[0, 0]] and series["sessions_started"] == [[0, 0]] and series["series"] == []
+    funnel = await stat(service, "/stats/funnel", [*span, ("step", "a"), ("step", "b")])
+    assert funnel["steps"] == [{"name": "a", "sessions": 0, "conversion": None}, {"name": "b", "sessions": 0, "conversion": None}]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "code"),
+    [
+        ("/stats/summary", [("from", 5), ("to", 5)], "invalid_range"),
+        ("/stats/summary", [("from", 9), ("to", 5)], "invalid_range"),
+        ("/stats/summary", [("from", "yesterday")], "invalid_from"),
+        ("/stats/summary", [("to", "2026-02-30T00:00:00Z")], "invalid_to"),
+        ("/stats/summary", [("from", "2026-02-01T00:00:00")], "invalid_from"),
+        ("/stats/summary", [("from", "-5")], "invalid_from"),
+        ("/stats/summary", [("from", "253402300800000")], "invalid_from"),
+        ("/stats/summary", [("from", 1), ("from", 2)], "invalid_from"),
+        ("/stats/timeseries", [("bucket", "week")], "invalid_bucket"),
+        ("/stats/timeseries", [("bucket", "minute"), ("from", 0), ("to", 10_001 * MINUTE)], "too_many_buckets"),
+        ("/stats/timeseries", [("name", "")], "invalid_name"),
+        ("/stats/names", [("limit", "0")], "invalid_limit"),
+        ("/stats/names", [("limit", "1001")], "invalid_limit"),
+        ("/stats/names", [("limit", "x")], "invalid_limit"),
+        ("/stats/funnel", [("step", "a")], "invalid_step"),
+        ("/stats/funnel", [("step", str(i)) for i in range(11)], "invalid_step"),
+        ("/stats/funnel", [("step", "a"), ("step", "b"), ("within", "-1")], "invalid_within"),
+        ("/stats/funnel", [("step", "a"), ("step", "b"), ("within", "1.5")], "invalid_within"),
+    ],
+)
+async def test_bad_parameters_are_400_json(service: Service, path: str, params: list[tuple[str, Any]], code: str) -> None:
+    status, body = await get(service, path, params)
+    assert status == 400 and set(body) == {"error", "message"} and body["error"] == code, body
+
+
+async def test_exactly_10000_buckets_are_allowed(service: Service) -> None:
+    body = await stat(service, "/stats/timeseries", [("bucket", "minute"), ("from", 30_000), ("to", 10_000 * MINUTE)])
+    assert len(body["total"]) == 10_000 and body["total"][0] == [0, 0] and body["total"][-1][0] == 9_999 * MINUTE
+
+
+async def test_read_tokens_apply(start_service: Any) -> None:
+    svc = await start_service(env={"READ_TOKENS": "stats-read-token-0123456789"})
+    for path in ("/stats/summary", "/stats/timeseries", "/stats/names", "/stats/funnel?step=a&step=b"):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(svc.url + path) as response:
+                assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+            async with http.get(svc.url + path, headers={"Authorization": "Bearer stats-read-token-0123456789"}) as response:
+                assert response.status == 200, await response.text()
+
+
+# --- hypothesis: funnels with ties and windows, through the real database -----------------
+
+_STEP_NAMES = ["a", "b", "c"]
+_session_events = hs.lists(hs.tuples(hs.integers(0, 6), hs.sampled_from([*_STEP_NAMES, "x"])), min_size=0, max_size=9)
+_case_counter = iter(range(10**6))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    sessions=hs.lists(_session_events, min_size=1, max_size=5),
+    steps=hs.lists(hs.sampled_from(_STEP_NAMES), min_size=2, max_size=4),
+    within=hs.one_of(hs.none(), hs.integers(0, 4)),
+)
+async def test_funnel_ties_and_windows(
+    service: Service, sql: asyncpg.Connection, sessions: list[list[tuple[int, str]]], steps: list[str], within: int | None
+) -> None:
+    base = 10 * DAY + next(_case_counter) * HOUR  # a window of its own per example
+    model = Model()
+    rows: list[Row] = []
+    for events in sessions:
+        sid = str(uuid.uuid4())
+        rows.append((sid, "SESSION_START", base, None))
+        rows += [(sid, "EVENT", base + offset, name) for offset, name in events]
+    await insert(sql, model, rows)
+    params = [("from", base), ("to", base + 1), *(("step", s) for s in steps)]
+    params += [("within", within)] if within is not None else []
+    assert await stat(service, "/stats/funnel", params) == brute_funnel(model, base, base + 1, steps, within)
