@@ -52,6 +52,9 @@ class Settings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     writer_max_events: int = 20_000
+    ingest_lock_timeout_seconds: float = 10.0
+    ingest_lock_report_seconds: float = 5.0
+    batch_id_retention_hours: float = 168.0
     name_cache_size: int = 100_000
     tree_cache_bytes: int = 64 * 1024 * 1024
 
@@ -59,7 +62,8 @@ class Settings:
     sse_retry_ms: int = 2_000
     sse_client_buffer: int = 20_000
     sse_send_timeout_seconds: float = 30.0
-    hub_poll_seconds: float = 5.0
+    hub_poll_seconds: float = 2.0
+    hub_timeout_seconds: float = 3.0
 
     rejected_max_rows: int = 10_000
     rejected_max_frame_bytes: int = 4_096
@@ -98,13 +102,17 @@ _HELP: dict[str, str] = {
     "pool_min_size": "database pool minimum connections",
     "pool_max_size": "database pool maximum connections",
     "writer_max_events": "most events merged into one group-commit transaction",
+    "ingest_lock_timeout_seconds": "seconds a batch waits for the insert lock before it is answered unavailable",
+    "ingest_lock_report_seconds": "seconds a transaction may hold the insert lock before /readyz says 503 and the log names it",
+    "batch_id_retention_hours": "hours a batch_id is remembered (a resend within them is a duplicate); older ones are pruned",
     "name_cache_size": "event names cached in-process (bounded)",
     "tree_cache_bytes": "bytes of encoded session trees cached per process (0: off)",
     "sse_ping_seconds": "seconds between SSE keep-alive comments",
     "sse_retry_ms": "reconnect delay hinted to EventSource clients",
     "sse_client_buffer": "messages buffered per SSE client before it is dropped",
     "sse_send_timeout_seconds": "seconds a write to an SSE client may block before it is dropped",
-    "hub_poll_seconds": "safety poll of the events table when no notification arrives",
+    "hub_poll_seconds": "safety poll of the events table and liveness probe of the LISTEN connection when idle",
+    "hub_timeout_seconds": "seconds any query of the LISTEN hub may take before its connection is replaced",
     "rejected_max_rows": "rejected batches kept for inspection (oldest pruned)",
     "rejected_max_frame_bytes": "bytes of each rejected frame kept",
     "graceful_timeout_seconds": "seconds to finish in-flight work on shutdown",
