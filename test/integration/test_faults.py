@@ -308,8 +308,9 @@ async def test_postgres_crash_under_load_loses_no_acked_batch_and_no_stream_row(
         await asyncio.to_thread(standalone_postgres.start)
         await asyncio.sleep(seconds / 2)
 
-    summary = await _run_load([svc], standalone_postgres.url, inject)
-    assert summary["errored"], summary
+    await _run_load([svc], standalone_postgres.url, inject)
+    # The crash really happened under the load: PostgreSQL had to recover.
+    assert "not properly shut down" in (standalone_postgres.root / "log").read_text()
 
 
 # --- 3. a LISTEN connection that goes silent -----------------------------------------------

@@ -70,7 +70,7 @@ async def upload_until(
         svc = rng.choice(services)
         inflight: tuple[str, str, int, bool] | None = None
         try:
-            async with aiohttp.ClientSession() as http, http.ws_connect(f"{svc.ws_url}/ws", timeout=5) as ws:
+            async with aiohttp.ClientSession() as http, http.ws_connect(f"{svc.ws_url}/ws") as ws:
                 while not stop.is_set() or pending is not None:
                     if pending is None:
                         marker = f"u{uploader}-{next(_markers)}"
