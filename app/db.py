@@ -33,9 +33,11 @@ APPLICATION_NAME = "eventservice"
 # a crash), and operators find the service in pg_stat_activity by name.
 SERVER_SETTINGS = {"synchronous_commit": "on", "application_name": APPLICATION_NAME}
 # A connection that goes silent (network black hole) is noticed by the kernel
-# within about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT seconds, not
-# the ~15 minutes of Linux defaults; the hub's own timeouts usually notice first.
+# within about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT seconds when
+# idle, or USER_TIMEOUT_MS when data sent is never acknowledged, not the ~15
+# minutes of Linux defaults; the hub's own timeouts usually notice first.
 KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 5, 2, 3
+USER_TIMEOUT_MS = 15_000
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -56,7 +58,12 @@ def set_keepalive(conn: asyncpg.Connection) -> None:
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    options = (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL), ("TCP_KEEPCNT", KEEPALIVE_COUNT))
+    options = (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ("TCP_USER_TIMEOUT", USER_TIMEOUT_MS),
+    )
     for name, value in options:
         if hasattr(socket, name):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)

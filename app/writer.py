@@ -124,6 +124,8 @@ class Writer:
             outcomes = await self._commit(group)
         except _CommitUnknown as unknown:
             # The COMMIT was sent and no answer came back: find out before answering.
+            if isinstance(unknown.__cause__, TimeoutError):
+                await self._pool.expire_connections()
             status = await self._resolve(unknown)
             if status != "committed":
                 log.warning(
@@ -136,6 +138,11 @@ class Writer:
             log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
             outcomes = unknown.outcomes
         except Exception as exc:  # noqa: BLE001 - classified right below
+            if isinstance(exc, TimeoutError):
+                # A statement that got no answer: the connection is probably dead
+                # silently (network black hole), and its idle siblings with it.
+                # Replace them rather than let each one stall a group in turn.
+                await self._pool.expire_connections()
             if not is_data_error(exc):
                 # Not the batches' fault (database gone, lock timeout, cancelled,
                 # client-side error): nothing was committed, a resend is safe.
@@ -168,7 +175,7 @@ class Writer:
         timeout = self._statement_timeout
         conn: asyncpg.Connection = await self._pool.acquire(timeout=10)  # type: ignore[assignment]
         try:
-            name_ids = await self._names.resolve(conn, names) if names else {}
+            name_ids = await self._names.resolve(conn, names, timeout) if names else {}
             # The first batch carrying a (scope, batch_id) in this group claims it;
             # later ones in the same group are duplicates of it.
             claims: dict[tuple[str, str], int] = {}
@@ -211,6 +218,14 @@ class Writer:
             except Exception as exc:
                 raise _CommitUnknown(xid, pid, outcomes) from exc
             return outcomes
+        except TimeoutError:
+            # Unanswered: the connection is useless (a reset would wait as long).
+            conn.terminate()
+            raise
+        except _CommitUnknown as unknown:
+            if isinstance(unknown.__cause__, TimeoutError):
+                conn.terminate()
+            raise
         finally:
             try:
                 # Rolls back whatever was not committed (asyncpg's reset).

@@ -320,7 +320,7 @@ async def test_blackholed_listen_connection_is_replaced_within_seconds(
     start_service, proxied_postgres: tuple[StandalonePostgres, FaultProxy]
 ) -> None:
     pg, proxy = proxied_postgres
-    svc = await start_service(database_url=proxy.url_for(pg.url, pg.port))
+    svc = await start_service("--ingest-lock-timeout-seconds", "1", database_url=proxy.url_for(pg.url, pg.port))
     direct = await asyncpg.connect(pg.url)
     try:
         session = new_session()
@@ -340,6 +340,23 @@ async def test_blackholed_listen_connection_is_replaced_within_seconds(
         # poll (2 s) + query timeout (3 s) + reconnect: a few seconds, not TCP's 15 minutes.
         assert stalled < 12, stalled
         assert re.search(r"LISTEN connection (lost|re-established)", svc.logs())
+
+        # The pool's connections went silent too: a batch is answered (unavailable
+        # after the write timeout, or ACK on a fresh connection), never left
+        # hanging, and a resend with its batch_id is stored once.
+        frame = {"batch_id": "through-the-black-hole", "events": [event("written", TS)]}
+        started = time.monotonic()
+        async with await Uploader.open(svc.ws_url, f"?sessionId={session}") as up:
+            answers = [await up.send(frame, timeout=40)]
+            while answers[-1]["type"] != "ACK":
+                assert answers[-1]["error"] == "unavailable", answers
+                assert time.monotonic() - started < 60, answers
+                answers.append(await up.send(frame, timeout=40))
+        assert len(answers) <= 3, answers
+        stored = await direct.fetchval(
+            "SELECT count(*) FROM events e JOIN event_names n ON n.id = e.name_id WHERE n.name = 'written'"
+        )
+        assert stored == 1
     finally:
         await direct.close()
 
