@@ -170,7 +170,7 @@ async def test_commit_whose_answer_is_lost_is_resolved_and_acked_once(
     then the COMMIT is left to time out (the writer must end the backend itself
     before it can know).
     """
-    svc = await start_service("--ingest-lock-timeout-seconds", "1", database_url=standalone_postgres.url)
+    svc = await start_service(env={"INGEST_LOCK_TIMEOUT_SECONDS": "1"}, database_url=standalone_postgres.url)
     admin = await asyncpg.connect(standalone_postgres.url)
     try:
         await admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
@@ -262,15 +262,15 @@ async def test_writer_and_hub_backends_terminated_under_load_exactly_once_no_gap
         nonlocal killed
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            await asyncio.sleep(random.uniform(0.05, 0.4))
+            await asyncio.sleep(random.uniform(0.01, 0.1))
             killed += await sql.fetchval(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND application_name LIKE 'eventservice%'"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
             )
 
     assert service.database_url is not None
     summary = await _run_load([service, second], service.database_url, inject)
-    assert killed >= 10, killed
+    assert killed >= 30, killed
     assert summary["errored"].get("unavailable", 0) >= 1, summary  # type: ignore[union-attr]
 
 
@@ -320,7 +320,7 @@ async def test_blackholed_listen_connection_is_replaced_within_seconds(
     start_service, proxied_postgres: tuple[StandalonePostgres, FaultProxy]
 ) -> None:
     pg, proxy = proxied_postgres
-    svc = await start_service("--ingest-lock-timeout-seconds", "1", database_url=proxy.url_for(pg.url, pg.port))
+    svc = await start_service(env={"INGEST_LOCK_TIMEOUT_SECONDS": "1"}, database_url=proxy.url_for(pg.url, pg.port))
     direct = await asyncpg.connect(pg.url)
     try:
         session = new_session()

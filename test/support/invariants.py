@@ -20,7 +20,7 @@ import itertools
 import json
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -55,57 +55,69 @@ def _batch(marker: str, size: int, session: str, with_id: bool) -> str:
 
 
 async def upload_until(
-    ledger: Ledger, services: list[Service], stop: asyncio.Event, uploader: int, rng: random.Random
+    ledger: Ledger, services: list[Service], stop: asyncio.Event, uploader: int, rng: random.Random, depth: int = 4
 ) -> None:
-    """One relay-mode uploader: batches of 1-20 events, half with a batch_id, until stop.
+    """One relay-mode uploader until stop: batches of 1-20 events, half with a batch_id,
+    up to `depth` frames awaiting their answers (answers come in order).
 
     `unavailable` and lost connections are what a careful client sees under faults:
     a batch with a batch_id is resent until it is answered; one without is not
     (its answer, or its absence, is what the checker holds the service to).
     """
     session = new_session()
-    pending: tuple[str, str, int, bool] | None = None  # to resend: (marker, frame, size, with_id)
+    resend: deque[tuple[str, str, int, bool]] = deque()  # (marker, frame, size, with_id)
     doubted: set[str] = set()  # sent once without an answer: a later ERROR does not clear it
-    while not stop.is_set() or pending is not None:
+
+    def next_batch() -> tuple[str, str, int, bool] | None:
+        if resend:
+            ledger.resends += 1
+            return resend.popleft()
+        if stop.is_set():
+            return None
+        marker = f"u{uploader}-{next(_markers)}"
+        size, with_id = rng.randint(1, 20), rng.random() < 0.5
+        return (marker, _batch(marker, size, session, with_id), size, with_id)
+
+    while not stop.is_set() or resend:
         svc = rng.choice(services)
-        inflight: tuple[str, str, int, bool] | None = None
+        inflight: deque[tuple[str, str, int, bool]] = deque()
         try:
             async with aiohttp.ClientSession() as http, http.ws_connect(f"{svc.ws_url}/ws") as ws:
-                while not stop.is_set() or pending is not None:
-                    if pending is None:
-                        marker = f"u{uploader}-{next(_markers)}"
-                        size, with_id = rng.randint(1, 20), rng.random() < 0.5
-                        inflight = (marker, _batch(marker, size, session, with_id), size, with_id)
-                    else:
-                        inflight, pending = pending, None
-                        ledger.resends += 1
-                    marker, frame, size, with_id = inflight
-                    await ws.send_str(frame)
+                while True:
+                    while len(inflight) < depth and (batch := next_batch()) is not None:
+                        await ws.send_str(batch[1])
+                        inflight.append(batch)
+                    if not inflight:
+                        break
                     reply = json.loads(await ws.receive_str(timeout=30))
-                    inflight = None
+                    marker, frame, size, with_id = inflight.popleft()
                     if reply["type"] == "ACK":
                         ledger.acked[marker] = size
                         ledger.in_doubt.pop(marker, None)
                         continue
                     ledger.errors[reply["error"]] += 1
                     if reply["error"] == "unavailable" and with_id and time.monotonic() < _resend_deadline(stop):
-                        pending = (marker, frame, size, with_id)
-                        await asyncio.sleep(0.1)
+                        resend.append((marker, frame, size, with_id))
+                        await asyncio.sleep(0.05)
                     elif marker in doubted:
                         ledger.in_doubt[marker] = size
                     else:
                         ledger.errored[marker] = reply["error"]
         except (TimeoutError, OSError, aiohttp.ClientError, TypeError, ValueError):
             # The connection or the process went away (receive_str raises TypeError
-            # on a close frame) with a batch unanswered.
+            # on a close frame) with batches unanswered.
             ledger.errors["connection_lost"] += 1
-            if inflight is not None:
-                doubted.add(inflight[0])
-                if inflight[3] and time.monotonic() < _resend_deadline(stop):
-                    pending = inflight
+            for marker, frame, size, with_id in inflight:
+                doubted.add(marker)
+                if with_id and time.monotonic() < _resend_deadline(stop):
+                    resend.append((marker, frame, size, with_id))
                 else:
-                    ledger.in_doubt[inflight[0]] = inflight[2]
+                    ledger.in_doubt[marker] = size
             await asyncio.sleep(0.2)
+        if resend and time.monotonic() > _resend_deadline(stop):
+            for marker, _frame, size, _with_id in resend:
+                ledger.in_doubt[marker] = size
+            resend.clear()
 
 
 _DEADLINES: dict[int, float] = {}
