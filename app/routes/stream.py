@@ -38,6 +38,8 @@ REPLAY_PAGE = 2_000
 # restart, a cancelled statement, an exhausted pool) before it ends the stream.
 REPLAY_RETRY_SECONDS = 5.0
 REPLAY_RETRY_PAUSE = 0.25
+# A replay page normally takes milliseconds; this only bounds a silent connection.
+REPLAY_QUERY_SECONDS = 30.0
 
 log = logging.getLogger("eventservice.stream")
 _MAX_POSITION = 2**63 - 1
@@ -210,14 +212,14 @@ async def _replay(
 async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args: object) -> list[asyncpg.Record] | None:
     """One replay read, retried while the database is unavailable until deadline; None then.
 
-    Bounded below the pool size (hub.replay_slots), so resuming crowds cannot starve ingest.
+    Waiting for a replay slot is queueing, not failure, and has no deadline: the
+    slots (fewer than the pool's connections) keep resuming crowds from starving
+    ingest. Waiting for a pool connection and the database's answers does.
     """
     while True:
-        remaining = deadline - time.monotonic()
         try:
-            async with asyncio.timeout(max(remaining, 0.1)):
-                async with hub.replay_slots, pool.acquire() as conn:
-                    return await conn.fetch(query, *args)
+            async with hub.replay_slots, pool.acquire(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
+                return await conn.fetch(query, *args, timeout=REPLAY_QUERY_SECONDS)
         except Exception as exc:
             # A cancelled statement (57014), a restart, an exhausted pool: retry.
             # Anything else is a bug and ends the stream the same way, loudly.
