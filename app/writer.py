@@ -124,8 +124,6 @@ class Writer:
             outcomes = await self._commit(group)
         except _CommitUnknown as unknown:
             # The COMMIT was sent and no answer came back: find out before answering.
-            if isinstance(unknown.__cause__, TimeoutError):
-                await self._pool.expire_connections()
             status = await self._resolve(unknown)
             if status != "committed":
                 log.warning(
@@ -138,11 +136,6 @@ class Writer:
             log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
             outcomes = unknown.outcomes
         except Exception as exc:  # noqa: BLE001 - classified right below
-            if isinstance(exc, TimeoutError):
-                # A statement that got no answer: the connection is probably dead
-                # silently (network black hole), and its idle siblings with it.
-                # Replace them rather than let each one stall a group in turn.
-                await self._pool.expire_connections()
             if not is_data_error(exc):
                 # Not the batches' fault (database gone, lock timeout, cancelled,
                 # client-side error): nothing was committed, a resend is safe.
@@ -218,13 +211,14 @@ class Writer:
             except Exception as exc:
                 raise _CommitUnknown(xid, pid, outcomes) from exc
             return outcomes
-        except TimeoutError:
-            # Unanswered: the connection is useless (a reset would wait as long).
-            conn.terminate()
-            raise
-        except _CommitUnknown as unknown:
-            if isinstance(unknown.__cause__, TimeoutError):
+        except (TimeoutError, _CommitUnknown) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                # A statement got no answer: the connection is probably dead
+                # silently (network black hole), and its idle siblings with it.
+                # Drop it (a reset would wait as long) and have the pool replace
+                # the others rather than let each one stall a group in turn.
                 conn.terminate()
+                await self._pool.expire_connections()
             raise
         finally:
             try:
