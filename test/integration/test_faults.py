@@ -291,8 +291,9 @@ async def test_app_killed_and_restarted_under_load_exactly_once_no_gap(
     assert summary["errored"].get("connection_lost", 0) >= 1, summary  # type: ignore[union-attr]
 
 
-async def test_postgres_crash_under_load_loses_no_acked_batch_and_no_stream_row(
-    start_service, standalone_postgres: StandalonePostgres
+@pytest.mark.parametrize("how", ["fast", "immediate"])
+async def test_postgres_stopped_or_crashed_under_load_loses_no_acked_batch_and_no_stream_row(
+    start_service, standalone_postgres: StandalonePostgres, how: str
 ) -> None:
     admin = await asyncpg.connect(standalone_postgres.url)
     # The database's default would lose ACKed batches in a crash; the service's
@@ -303,14 +304,18 @@ async def test_postgres_crash_under_load_loses_no_acked_batch_and_no_stream_row(
 
     async def inject(seconds: float) -> None:
         await asyncio.sleep(seconds / 2)
-        await asyncio.to_thread(standalone_postgres.crash)
+        await asyncio.to_thread(standalone_postgres.crash if how == "immediate" else standalone_postgres.stop)
         await asyncio.sleep(0.5)
         await asyncio.to_thread(standalone_postgres.start)
         await asyncio.sleep(seconds / 2)
 
     await _run_load([svc], standalone_postgres.url, inject)
-    # The crash really happened under the load: PostgreSQL had to recover.
-    assert "not properly shut down" in (standalone_postgres.root / "log").read_text()
+    log = (standalone_postgres.root / "log").read_text()
+    if how == "immediate":
+        # The crash really happened under the load: PostgreSQL had to recover.
+        assert "not properly shut down" in log
+    else:
+        assert "database system is shut down" in log
 
 
 # --- 3. a LISTEN connection that goes silent -----------------------------------------------
