@@ -188,11 +188,11 @@ async def test_commit_whose_answer_is_lost_is_resolved_and_acked_once(
             )
             assert killed == 1
             first = await up.receive(timeout=20)
+            assert first["type"] == "ACK" and first["accepted"] == 1, first
             started = time.monotonic()
             await up.send_raw(json.dumps([{"type": "SESSION_END", "timestamp": TS + 1}]))
             second = await up.receive(timeout=40)
             assert time.monotonic() - started < 30
-        assert first["type"] == "ACK" and first["accepted"] == 1, first
         assert second["type"] == "ACK" and second["accepted"] == 1, second
         types = await admin.fetch("SELECT type FROM events WHERE session_id = $1 ORDER BY position", session)
         assert [r["type"] for r in types] == ["SESSION_START", "SESSION_END"]
