@@ -121,6 +121,15 @@ class Settings:
     pool_min_size: int = setting(2, DATABASE, "database pool minimum connections", minimum=0)
     pool_max_size: int = setting(10, DATABASE, "database pool maximum connections (at least --pool-min-size)", minimum=1)
     writer_max_events: int = setting(20_000, DATABASE, "most events merged into one group-commit transaction", minimum=1)
+    ingest_lock_timeout_seconds: float = setting(
+        10.0, INGEST, "seconds a batch waits for the insert lock before it is answered unavailable", above=0
+    )
+    ingest_lock_report_seconds: float = setting(
+        5.0, DATABASE, "seconds a transaction may hold the insert lock before /readyz says 503 and the log names it", above=0
+    )
+    batch_id_retention_hours: float = setting(
+        168.0, INGEST, "hours a batch_id is remembered (a resend within them is a duplicate); older ones are pruned", above=0
+    )
     name_cache_size: int = setting(100_000, DATABASE, "event names cached in-process (bounded)", minimum=1)
     tree_cache_bytes: int = setting(
         64 * 1024 * 1024, DATABASE, "bytes of encoded session trees cached per process (0: off)", minimum=0
@@ -132,7 +141,12 @@ class Settings:
     sse_send_timeout_seconds: float = setting(
         30.0, STREAM, "seconds a write to an SSE client may block before it is dropped", above=0
     )
-    hub_poll_seconds: float = setting(5.0, STREAM, "safety poll of the events table when no notification arrives", above=0)
+    hub_poll_seconds: float = setting(
+        2.0, STREAM, "safety poll of the events table and liveness probe of the LISTEN connection when idle", above=0
+    )
+    hub_timeout_seconds: float = setting(
+        3.0, STREAM, "seconds any query of the LISTEN hub may take before its connection is replaced", above=0
+    )
 
     rejected_max_rows: int = setting(10_000, DATABASE, "rejected batches kept for inspection (oldest pruned)", minimum=0)
     rejected_max_frame_bytes: int = setting(4_096, DATABASE, "bytes of each rejected frame kept", minimum=0)

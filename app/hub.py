@@ -5,6 +5,14 @@ every row after the last position fanned out, and wait for a notification or a
 poll timeout. A lost connection is re-established with backoff and the loop
 simply reads on from the last position, so a lost notification or connection
 costs latency, never data. The NOTIFY payload is only a wake-up hint.
+
+A connection can also die silently (a network black hole: no error, no packets).
+Every hub query has a timeout, the socket has TCP keepalives, and an idle poll
+doubles as a liveness probe, so such a connection is replaced within
+poll + timeout seconds. The idle probe and every reconnect also check the
+stream's base and head: a restore from an older backup (base changed, or the
+head below what was already fanned out) resets every client rather than
+leaving them silent below positions that will be handed out again.
 """
 
 from __future__ import annotations
@@ -58,7 +66,7 @@ class Filters:
 class Subscriber:
     """A client's bounded buffer. Overflow drops the client (it resumes by id)."""
 
-    __slots__ = ("buffer", "filters", "limit", "overflowed", "start_position", "wake")
+    __slots__ = ("buffer", "filters", "limit", "overflowed", "reset_reason", "start_position", "wake")
 
     def __init__(self, filters: Filters, limit: int, start_position: int) -> None:
         self.filters = filters
@@ -66,6 +74,7 @@ class Subscriber:
         self.buffer: deque[Item] = deque()
         self.wake = asyncio.Event()
         self.overflowed = False
+        self.reset_reason = "slow_client"  # what the reset says when overflowed is set
         self.start_position = start_position
 
     def offer(self, items: list[Item]) -> int:
@@ -97,9 +106,10 @@ def item_from_row(row: asyncpg.Record | tuple) -> Item:
 
 
 class Hub:
-    def __init__(self, database_url: str, poll_seconds: float, replay_slots: int) -> None:
+    def __init__(self, database_url: str, poll_seconds: float, replay_slots: int, timeout: float = 3.0) -> None:
         self._database_url = database_url
         self._poll_seconds = poll_seconds
+        self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._subscribers: set[Subscriber] = set()
@@ -119,7 +129,7 @@ class Hub:
     async def start(self) -> None:
         await self._connect()
         assert self._conn is not None
-        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS)
+        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS, timeout=self._timeout)
         self.base = bounds["base"]
         self.position = bounds["head"] if bounds["head"] is not None else self.base - 1
         self._task = asyncio.create_task(self._run(), name="hub")
@@ -148,8 +158,18 @@ class Hub:
         self._subscribers.discard(sub)
 
     async def _connect(self) -> None:
-        conn = await db.connect(self._database_url, timeout=10, server_settings={"application_name": HUB_APPLICATION_NAME})
-        await conn.add_listener(queries.LISTEN_CHANNEL, self._on_notify)
+        conn = await db.connect(
+            self._database_url,
+            timeout=max(self._timeout, 3.0),
+            command_timeout=self._timeout,
+            server_settings={"application_name": HUB_APPLICATION_NAME},
+        )
+        try:
+            async with asyncio.timeout(self._timeout):
+                await conn.add_listener(queries.LISTEN_CHANNEL, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn
 
@@ -180,12 +200,15 @@ class Hub:
                     await self._connect()
                     metrics.LISTEN_RECONNECTS.inc()
                     log.info("LISTEN connection re-established; catching up from %d", self.position)
+                    await self._check_bounds()
                 await self._catch_up()
                 backoff = 0.05
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
                 except TimeoutError:
-                    pass
+                    # Idle: a liveness probe (it times out on a silent connection)
+                    # that also notices a restored database.
+                    await self._check_bounds()
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection lost (%s); retrying in %.2fs", exc, backoff)
                 await self._close_connection()
@@ -206,7 +229,7 @@ class Hub:
             # event again and costs one more (possibly empty) read, never a miss.
             self._wake.clear()
             notified_at, self._notified_at = self._notified_at, None
-            rows = await self._conn.fetch(queries.STREAM_AFTER, self.position, PAGE_ROWS)
+            rows = await self._conn.fetch(queries.STREAM_AFTER, self.position, PAGE_ROWS, timeout=self._timeout)
             if rows:
                 self._fan_out([item_from_row(row) for row in rows])
                 if notified_at is not None:
@@ -229,12 +252,43 @@ class Hub:
         if self._notified_top > self.position:
             self.position = self._notified_top
             return True
-        head = await self._conn.fetchval(queries.STREAM_HEAD)
+        head = await self._conn.fetchval(queries.STREAM_HEAD, timeout=self._timeout)
         if self._subscribers:
             return False
         if head is not None and head > self.position:
             self.position = head
         return True
+
+    async def _check_bounds(self) -> None:
+        """Reset every client if the stream's positions went backwards or its base changed.
+
+        Positions only grow (schema/003 refuses UPDATE, DELETE and TRUNCATE), so this
+        means the database was restored from an older backup or rebuilt: positions up
+        to ours may be handed out again, and a client waiting above them would never
+        hear of them. A reset makes each client refetch and resume from the new head.
+        """
+        assert self._conn is not None
+        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS, timeout=self._timeout)
+        base = bounds["base"] if bounds is not None else None
+        if bounds is None or base is None:
+            return  # stream_meta emptied: nothing sensible to compare with
+        head = bounds["head"] if bounds["head"] is not None else base - 1
+        if base == self.base and head >= self.position:
+            return
+        log.warning(
+            "stream positions went backwards (base %d -> %d, position %d -> head %d): database restored? resetting %d clients",
+            self.base, base, self.position, head, len(self._subscribers),
+        )
+        self.base = base
+        self.position = head
+        self._notified_top = 0
+        for sub in self._subscribers:
+            sub.reset_reason = "database_reset"
+            sub.overflowed = True
+            sub.buffer.clear()
+            sub.wake.set()
+            metrics.SSE_DROPPED.labels("database_reset").inc()
+        self._subscribers.clear()
 
     def _fan_out(self, items: list[Item]) -> None:
         self.position = items[-1].position

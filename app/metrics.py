@@ -44,6 +44,19 @@ LISTEN_RECONNECTS = Counter(
     "eventservice_listen_reconnects_total", "Times the LISTEN connection was re-established", registry=REGISTRY
 )
 REPLAY_ROWS = Counter("eventservice_replay_rows_total", "Rows served from the database to resuming clients", registry=REGISTRY)
+# app/watch.py: a transaction holding the insert lock past INGEST_LOCK_REPORT_SECONDS.
+INSERT_LOCK_HELD = Gauge(
+    "eventservice_insert_lock_held_seconds",
+    "How long a transaction has held the insert lock, once past INGEST_LOCK_REPORT_SECONDS (0: none)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+INSERT_LOCK_WAITING = Gauge(
+    "eventservice_insert_lock_waiting_backends",
+    "Backends (writers) waiting for that insert lock",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
 POOL_SIZE = Gauge(
     "eventservice_pool_connections",
     "Database pool connections by state (per worker as of its last scrape, summed)",

@@ -26,7 +26,7 @@ class NameCache:
                 del self._ids[old]
         self._ids[name] = name_id
 
-    async def resolve(self, conn: asyncpg.Connection, names: Iterable[str]) -> dict[str, int]:
+    async def resolve(self, conn: asyncpg.Connection, names: Iterable[str], timeout: float | None = None) -> dict[str, int]:
         """Ids for all names, creating the missing ones (committed on their own).
 
         Returns a mapping of its own rather than relying on the cache, which may
@@ -46,7 +46,7 @@ class NameCache:
         for _ in range(3):
             if not missing:
                 break
-            for row in await conn.fetch(queries.UPSERT_EVENT_NAMES, missing):
+            for row in await conn.fetch(queries.UPSERT_EVENT_NAMES, missing, timeout=timeout):
                 found[row["name"]] = row["id"]
                 self._remember(row["name"], row["id"])
             missing = [name for name in missing if name not in found]

@@ -37,6 +37,44 @@ ON CONFLICT DO NOTHING
 RETURNING scope::text, batch_id
 """
 
+# The first statement of every write transaction: its transaction id, which a fresh
+# connection can look up when the connection is lost during COMMIT (was it
+# committed?), and a bound on waiting for the insert lock ($1: e.g. '10s').
+BEGIN_WRITE = "SELECT txid_current(), set_config('lock_timeout', $1, true)"
+# 'committed', 'aborted', 'in progress' (or NULL when too old to know).
+TXID_STATUS = "SELECT txid_status($1)"
+# Forces an unknown outcome to resolve: a backend still inside its transaction
+# aborts it when terminated (one already committing finishes its commit first).
+# Only that backend, and only while it still runs that transaction ($2, 64-bit).
+TERMINATE_WRITER = """
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+ WHERE pid = $1 AND backend_xid::text = ($2::bigint % 4294967296)::text
+"""
+
+# Who holds the insert lock (001's events_serialize_writers takes advisory lock
+# 727401,1), since when, and how many backends wait behind it. Only when its
+# transaction has been open for more than $1 seconds: the service's own writers
+# hold it for milliseconds.
+INSERT_LOCK_HOLDER = """
+SELECT a.pid, a.application_name, a.state, a.xact_start,
+       extract(epoch FROM now() - a.xact_start)::float8 AS held_seconds,
+       (SELECT count(*) FROM pg_locks w
+         WHERE w.locktype = 'advisory' AND w.classid = 727401 AND w.objid = 1 AND NOT w.granted) AS waiting
+  FROM pg_locks l
+  JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.classid = 727401 AND l.objid = 1 AND l.objsubid = 2 AND l.granted
+   AND a.xact_start < now() - make_interval(secs => $1)
+"""
+
+# batch_ids older than the retention window, a bounded slice per statement so the
+# prune never holds many row locks at once.
+PRUNE_BATCH_IDS = """
+DELETE FROM ingest_batches
+ WHERE ctid = ANY(ARRAY(SELECT ctid FROM ingest_batches
+                         WHERE claimed_at < now() - make_interval(secs => $1)
+                         LIMIT $2))
+"""
+
 EVENTS_TABLE = "events"
 EVENTS_COPY_COLUMNS = ("session_id", "type", "ts", "name_id", "data")
 

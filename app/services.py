@@ -11,6 +11,7 @@ from app.hub import Hub
 from app.lifecycle import Drain
 from app.rejected import RejectedRecorder
 from app.tree_cache import TreeCache
+from app.watch import Watch
 from app.writer import Writer
 
 
@@ -23,3 +24,4 @@ class Services:
     drain: Drain
     rejected: RejectedRecorder  # app/rejected.py: every ERROR'd batch is kept for inspection
     trees: TreeCache  # encoded session trees, checked against the session's version
+    watch: Watch | None = None  # app/watch.py: the insert lock's holder, batch_id retention

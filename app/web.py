@@ -19,6 +19,7 @@ from app.routes import health, metrics, openapi, page, session, sessions, stream
 from app.routes import stats as stats_routes
 from app.services import Services
 from app.tree_cache import TreeCache
+from app.watch import Watch
 from app.writer import Writer
 
 log = logging.getLogger("eventservice")
@@ -36,16 +37,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
         assert url is not None
         await db.migrate(url)
         pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
-        writer = Writer(pool, NameCache(settings.name_cache_size), settings.writer_max_events)
-        hub = Hub(url, settings.hub_poll_seconds, replay_slots=settings.pool_max_size - 2)
+        writer = Writer(
+            pool,
+            NameCache(settings.name_cache_size),
+            settings.writer_max_events,
+            database_url=url,
+            lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
+        )
+        hub = Hub(url, settings.hub_poll_seconds, replay_slots=settings.pool_max_size - 2, timeout=settings.hub_timeout_seconds)
         rejected = RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes)
+        watch = Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours)
         try:
             writer.start()
             rejected.start()
+            watch.start()
             await hub.start()
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
-            app.state.services = Services(settings, pool, writer, hub, drain, rejected, TreeCache(settings.tree_cache_bytes))
+            trees = TreeCache(settings.tree_cache_bytes)
+            app.state.services = Services(settings, pool, writer, hub, drain, rejected, trees, watch=watch)
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             yield
         finally:
@@ -53,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # fanning out, then release the database.
             await writer.close()
             await rejected.close()  # after the last ERROR was answered, before the pool goes
+            await watch.close()
             await hub.stop()
             await pool.close()
 

@@ -4,7 +4,14 @@ One writer task per process takes every batch queued since its last commit (up t
 a bound) and commits them together: COPY of all their entries in one transaction,
 so a commit's fsync is shared by many connections' batches. Each batch is still
 all-or-nothing: batches are only merged when each would commit on its own, and a
-group the database refuses is retried batch by batch.
+group the database refuses for its data (SQLSTATE class 22/23) is retried batch by
+batch.
+
+Exactly once: a group is ACKed iff its transaction committed. Before COMMIT is
+sent a failure means "not stored" (unavailable, a resend is safe). Once COMMIT
+returned the group is ACKed whatever happens next. A failure of the COMMIT itself
+leaves the outcome unknown; it is resolved on a fresh connection by the
+transaction id read at BEGIN (txid_status), never guessed.
 """
 
 from __future__ import annotations
@@ -17,14 +24,16 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import metrics, queries
-from app.db import is_unavailable
+from app import db, metrics, queries
+from app.db import is_data_error
 from app.ingest import Batch
 from app.names import NameCache
 
 log = logging.getLogger("eventservice.writer")
 
-
+# How long an unknown COMMIT outcome may take to resolve before the batches are
+# answered unavailable (the database restarting, say).
+RESOLVE_SECONDS = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -42,8 +51,23 @@ class _Pending:
 
 
 class Writer:
-    def __init__(self, pool: asyncpg.Pool, names: NameCache, max_events: int) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        names: NameCache,
+        max_events: int,
+        *,
+        database_url: str,
+        lock_timeout_seconds: float = 10.0,
+    ) -> None:
         self._pool = pool
+        self._database_url = database_url
+        # A batch waits at most this long for the insert lock (a plain-SQL
+        # transaction holding it), then is answered unavailable.
+        self._lock_timeout = f"{max(1, round(lock_timeout_seconds * 1000))}ms"
+        # Client-side bound on every write statement: a connection gone silent
+        # (network black hole) fails the group instead of hanging it.
+        self._statement_timeout = lock_timeout_seconds + 10
         self._names = names
         self._max_events = max_events
         self._queue: deque[_Pending] = deque()
@@ -98,8 +122,23 @@ class Writer:
     async def _commit_group(self, group: list[_Pending]) -> None:
         try:
             outcomes = await self._commit(group)
+        except _CommitUnknown as unknown:
+            # The COMMIT was sent and no answer came back: find out before answering.
+            status = await self._resolve(unknown)
+            if status != "committed":
+                log.warning(
+                    "connection lost during COMMIT of %d batches; transaction %s was %s: answered unavailable",
+                    len(group), unknown.xid, status or "not resolved",
+                )
+                for pending in group:
+                    _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
+                return
+            log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
+            outcomes = unknown.outcomes
         except Exception as exc:  # noqa: BLE001 - classified right below
-            if is_unavailable(exc):
+            if not is_data_error(exc):
+                # Not the batches' fault (database gone, lock timeout, cancelled,
+                # client-side error): nothing was committed, a resend is safe.
                 log.warning("database unavailable for %d batches: %s", len(group), exc)
                 for pending in group:
                     _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
@@ -118,9 +157,18 @@ class Writer:
             _settle(pending, outcome)
 
     async def _commit(self, group: list[_Pending]) -> list[Outcome]:
+        """The group's transaction; its outcomes once COMMIT returned.
+
+        Raises _CommitUnknown when the COMMIT itself failed (its outcome is then
+        unknown), anything else when nothing was committed. Once COMMIT returned,
+        nothing that follows (returning the connection to the pool raised
+        InternalClientError after the backend was terminated) can undo the ACK.
+        """
         names = {entry[3] for p in group for entry in p.batch.entries if entry[3] is not None}
-        async with self._pool.acquire(timeout=10) as conn:
-            name_ids = await self._names.resolve(conn, names) if names else {}
+        timeout = self._statement_timeout
+        conn: asyncpg.Connection = await self._pool.acquire(timeout=10)  # type: ignore[assignment]
+        try:
+            name_ids = await self._names.resolve(conn, names, timeout) if names else {}
             # The first batch carrying a (scope, batch_id) in this group claims it;
             # later ones in the same group are duplicates of it.
             claims: dict[tuple[str, str], int] = {}
@@ -128,34 +176,104 @@ class Writer:
                 b = pending.batch
                 if b.batch_id is not None:
                     claims.setdefault((b.scope, b.batch_id), i)
-            async with conn.transaction():
-                fresh: set[tuple[str, str]] = set()
-                if claims:
-                    keys = sorted(claims)  # one lock order for every writer: no deadlock
-                    rows = await conn.fetch(
-                        queries.CLAIM_BATCH_IDS,
-                        [k[0] for k in keys],
-                        [k[1] for k in keys],
-                        [len(group[claims[k]].batch.entries) for k in keys],
-                    )
-                    fresh = {(r[0], r[1]) for r in rows}
-                outcomes: list[Outcome] = []
-                records: list[tuple[str, str, int, int | None, str | None]] = []
-                for i, pending in enumerate(group):
-                    b = pending.batch
-                    if b.batch_id is not None:
-                        key = (b.scope, b.batch_id)
-                        if key not in fresh or claims[key] != i:
-                            outcomes.append(Outcome(duplicate=True))
-                            continue
-                    for session_id, kind, ts, name, data in b.entries:
-                        records.append((session_id, kind, ts, name_ids[name] if name is not None else None, data))
-                    outcomes.append(Outcome(accepted=len(b.entries)))
-                if records:
-                    await conn.copy_records_to_table(
-                        queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS
-                    )
-        return outcomes
+            await conn.execute("BEGIN", timeout=timeout)
+            xid: int = await conn.fetchval(queries.BEGIN_WRITE, self._lock_timeout, timeout=timeout)
+            fresh: set[tuple[str, str]] = set()
+            if claims:
+                keys = sorted(claims)  # one lock order for every writer: no deadlock
+                rows = await conn.fetch(
+                    queries.CLAIM_BATCH_IDS,
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [len(group[claims[k]].batch.entries) for k in keys],
+                    timeout=timeout,
+                )
+                fresh = {(r[0], r[1]) for r in rows}
+            outcomes: list[Outcome] = []
+            records: list[tuple[str, str, int, int | None, str | None]] = []
+            for i, pending in enumerate(group):
+                b = pending.batch
+                if b.batch_id is not None:
+                    key = (b.scope, b.batch_id)
+                    if key not in fresh or claims[key] != i:
+                        outcomes.append(Outcome(duplicate=True))
+                        continue
+                for session_id, kind, ts, name, data in b.entries:
+                    records.append((session_id, kind, ts, name_ids[name] if name is not None else None, data))
+                outcomes.append(Outcome(accepted=len(b.entries)))
+            if records:
+                await conn.copy_records_to_table(
+                    queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout
+                )
+            pid = conn.get_server_pid()
+            try:
+                await conn.execute("COMMIT", timeout=timeout)
+            except Exception as exc:
+                raise _CommitUnknown(xid, pid, outcomes) from exc
+            return outcomes
+        except (TimeoutError, _CommitUnknown) as exc:
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                # A statement got no answer: the connection is probably dead
+                # silently (network black hole), and its idle siblings with it.
+                # Drop it (a reset would wait as long) and have the pool replace
+                # the others rather than let each one stall a group in turn.
+                conn.terminate()
+                await self._pool.expire_connections()
+            raise
+        finally:
+            try:
+                # Rolls back whatever was not committed (asyncpg's reset).
+                await self._pool.release(conn, timeout=5)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - the commit's outcome is already decided
+                log.warning("returning a write connection to the pool failed: %r", exc)
+
+    async def _resolve(self, unknown: _CommitUnknown) -> str | None:
+        """'committed' or 'aborted' for a transaction whose COMMIT got no answer; None if unknowable.
+
+        Asked on a fresh connection (the pool's may be as dead as the lost one). A
+        backend still inside the transaction (the COMMIT not yet arrived, e.g. a
+        network black hole) is terminated first, so the answer cannot change after
+        we gave it.
+        """
+        deadline = time.monotonic() + RESOLVE_SECONDS
+        terminated = False
+        while time.monotonic() < deadline:
+            try:
+                conn = await db.connect(self._database_url, timeout=max(0.5, deadline - time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting: try again
+                log.info("resolving transaction %s: %r", unknown.xid, exc)
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                while time.monotonic() < deadline:
+                    try:
+                        status = await conn.fetchval(queries.TXID_STATUS, unknown.xid, timeout=5)
+                    except asyncpg.InvalidParameterValueError:
+                        # "in the future": the database restarted without ever
+                        # making the transaction durable.
+                        return "aborted"
+                    if status != "in progress":
+                        return status  # type: ignore[no-any-return]
+                    if not terminated:
+                        await conn.fetchval(queries.TERMINATE_WRITER, unknown.pid, unknown.xid, timeout=5)
+                        terminated = True
+                    await asyncio.sleep(0.05)
+            except Exception as exc:  # noqa: BLE001 - as above
+                log.info("resolving transaction %s: %r", unknown.xid, exc)
+                await asyncio.sleep(0.2)
+            finally:
+                conn.terminate()
+        return None
+
+
+class _CommitUnknown(Exception):
+    """COMMIT was sent, no answer came back: committed or not is for _resolve to find out."""
+
+    def __init__(self, xid: int, pid: int, outcomes: list[Outcome]) -> None:
+        super().__init__(f"outcome of transaction {xid} unknown")
+        self.xid = xid
+        self.pid = pid
+        self.outcomes = outcomes
 
 
 def _settle(pending: _Pending, outcome: Outcome) -> None:

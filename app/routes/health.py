@@ -29,6 +29,14 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; classified for the body
         reason = "database unreachable" if is_unavailable(exc) else "database error"
         return JSONResponse({"status": "unavailable", "reason": f"{reason}: {exc!s}"[:300]}, status_code=503)
+    holder = services.watch.lock_holder if services.watch is not None else None
+    if holder is not None:
+        # Ingest is stalled behind another transaction (app/watch.py): say whose.
+        reason = (
+            f"insert lock held for {holder.held_seconds:.0f}s by backend pid {holder.pid} "
+            f"({holder.application_name or 'no application_name'}, {holder.state}) since {holder.since.isoformat()}"
+        )
+        return JSONResponse({"status": "unavailable", "reason": reason, "lock_holder": holder.as_json()}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -219,7 +219,22 @@ _COMPONENTS: dict[str, Any] = {
         "Ready": {
             "type": "object",
             "required": ["status"],
-            "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "reason": {"type": "string"},
+                "lock_holder": {
+                    "type": "object",
+                    "description": "the transaction holding the insert lock, when that is why ingest is stalled",
+                    "properties": {
+                        "pid": {"type": "integer"},
+                        "application_name": {"type": "string"},
+                        "state": {"type": "string"},
+                        "since": {"type": "string", "format": "date-time"},
+                        "held_seconds": {"type": "number"},
+                        "waiting_backends": {"type": "integer"},
+                    },
+                },
+            },
         },
         "Event": {
             "type": "object",
@@ -292,7 +307,7 @@ def document(settings: Settings) -> dict[str, Any]:
                 "responses": {
                     "200": _json("Ready", "Ready"),
                     "503": {
-                        "description": "Not ready (database unreachable, or shutting down)",
+                        "description": "Not ready (database unreachable, insert lock held by a transaction, or shutting down)",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}},
                     },
                 },

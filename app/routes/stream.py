@@ -11,6 +11,8 @@ connection, so one client's replay cannot stall anybody's live stream.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -33,6 +35,15 @@ from app.services import Services
 
 REPLAY_PAGE = 2_000
 MAX_TAIL = 10_000
+
+# How long a resume keeps retrying a replay read the database cannot answer (a
+# restart, a cancelled statement, an exhausted pool) before it ends the stream.
+REPLAY_RETRY_SECONDS = 5.0
+REPLAY_RETRY_PAUSE = 0.25
+# A replay page normally takes milliseconds; this only bounds a silent connection.
+REPLAY_QUERY_SECONDS = 30.0
+
+log = logging.getLogger("eventservice.stream")
 _MAX_POSITION = 2**63 - 1
 
 
@@ -133,10 +144,12 @@ async def database_events(request: Request) -> Response:
             metrics.SSE_DROPPED.labels("reset_position").inc()
             yield sse_format.reset(subscriber.start_position, "unknown_position")
         elif resume is not None:
-            honoured = [False]
-            async for chunk in _replay(services.pool, hub, subscriber, resume, honoured):
+            outcome = ["failed"]
+            async for chunk in _replay(services.pool, hub, subscriber, resume, outcome):
                 yield chunk
-            if honoured[0]:
+            if outcome[0] == "failed":
+                return  # never live past a range that was not replayed
+            if outcome[0] == "done":
                 # A client resuming from another process may be ahead of this hub:
                 # what it already has must not come again from the live buffer.
                 floor = max(floor, resume)
@@ -160,25 +173,30 @@ async def database_events(request: Request) -> Response:
 
 
 async def _replay(
-    pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int, honoured: list[bool]
+    pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int, outcome: list[str]
 ) -> AsyncIterator[bytes]:
-    """Replays (resume, H]; sets honoured[0] unless the position got a reset instead."""
+    """Replays (resume, H]; outcome[0] says how it ended: "done", "reset" or "failed".
+
+    "failed" (the database could not be read for REPLAY_RETRY_SECONDS) must end the
+    stream: going live would skip what was not replayed. The client reconnects
+    with the last id it got, which is still exact.
+    """
     upper = subscriber.start_position
     after = hub.base - 1 if resume == 0 else resume
-    try:
-        async with hub.replay_slots, pool.acquire(timeout=10) as conn:
-            bounds = await conn.fetchrow(queries.STREAM_BOUNDS)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
+    deadline = time.monotonic() + REPLAY_RETRY_SECONDS
+    outcome[0] = "failed"
+    bounds = await _read(pool, hub, deadline, queries.STREAM_BOUNDS)
+    if bounds is None:
+        metrics.SSE_DROPPED.labels("replay_failed").inc()
         return
-    if after < hub.base - 1 or after > max(bounds["allocated"] or 0, upper):
+    bound = bounds[0]
+    if after < hub.base - 1 or after > max(bound["allocated"] or 0, upper):
         # From another database (positions start at a random base per database)
         # or ahead of this one: nothing to replay honestly.
         metrics.SSE_DROPPED.labels("reset_position").inc()
+        outcome[0] = "reset"
         yield sse_format.reset(upper, "unknown_position")
         return
-    honoured[0] = True
     f = subscriber.filters
     args = (
         list(f.session_ids) if f.session_ids else None,
@@ -186,14 +204,12 @@ async def _replay(
         list(f.types) if f.types else None,
     )
     while after < upper and not subscriber.overflowed:
-        try:
-            # Bounded below the pool size, so resuming crowds cannot starve ingest.
-            async with hub.replay_slots, pool.acquire(timeout=10) as conn:
-                rows = await conn.fetch(queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
-        except Exception as exc:
-            if not is_unavailable(exc):
-                raise
+        rows = await _read(pool, hub, deadline, queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
+        if rows is None:
+            metrics.SSE_DROPPED.labels("replay_failed").inc()
             return  # ends the stream: EventSource reconnects with its last id
+        # Each page that arrives earns the next one a fresh retry budget.
+        deadline = time.monotonic() + REPLAY_RETRY_SECONDS
         if not rows:
             break
         metrics.REPLAY_ROWS.inc(len(rows))
@@ -202,6 +218,29 @@ async def _replay(
         after = rows[-1]["position"]
         if len(rows) < REPLAY_PAGE:
             break
+    outcome[0] = "done"
+
+
+async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args: object) -> list[asyncpg.Record] | None:
+    """One replay read, retried while the database is unavailable until deadline; None then.
+
+    Waiting for a replay slot is queueing, not failure, and has no deadline: the
+    slots (fewer than the pool's connections) keep resuming crowds from starving
+    ingest. Waiting for a pool connection and the database's answers does.
+    """
+    while True:
+        try:
+            async with hub.replay_slots, pool.acquire(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
+                return await conn.fetch(query, *args, timeout=REPLAY_QUERY_SECONDS)
+        except Exception as exc:
+            # A cancelled statement (57014), a restart, an exhausted pool: retry.
+            # Anything else is a bug and ends the stream the same way, loudly.
+            if not is_unavailable(exc):
+                log.exception("replay read failed")
+                return None
+        if time.monotonic() + REPLAY_RETRY_PAUSE >= deadline:
+            return None
+        await asyncio.sleep(REPLAY_RETRY_PAUSE)
 
 
 def _tail_count(request: Request) -> int | None:
@@ -247,7 +286,7 @@ async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[b
     while True:
         await subscriber.wake.wait()
         if subscriber.overflowed:
-            yield sse_format.reset(hub.position, "slow_client")
+            yield sse_format.reset(hub.position, subscriber.reset_reason)
             return
         items = subscriber.drain()
         if items and items[0].position <= floor:

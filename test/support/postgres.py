@@ -73,6 +73,10 @@ class StandalonePostgres:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
 
+    def crash(self) -> None:
+        """Stop without a checkpoint, as a power cut would: the next start runs crash recovery."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "immediate", "stop")
+
     def close(self) -> None:
         try:
             self.stop()

@@ -1,0 +1,106 @@
+"""Background checks of the database that ingest depends on: the insert lock, batch_id retention.
+
+The insert lock (schema/001: every INSERT into events takes advisory lock
+727401,1 until its transaction ends) is what a forgotten plain-SQL transaction
+holds to stall all ingest. Writers give up after INGEST_LOCK_TIMEOUT_SECONDS; this
+watch makes the cause visible: /readyz answers 503 naming the holder, one log line
+names it, /metrics shows how long it has been held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from app import metrics, queries
+
+log = logging.getLogger("eventservice.watch")
+
+CHECK_SECONDS = 1.0
+PRUNE_SLICE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    pid: int
+    application_name: str
+    state: str
+    since: datetime
+    held_seconds: float
+    waiting: int
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "pid": self.pid,
+            "application_name": self.application_name,
+            "state": self.state,
+            "since": self.since.isoformat(),
+            "held_seconds": round(self.held_seconds, 1),
+            "waiting_backends": self.waiting,
+        }
+
+
+class Watch:
+    def __init__(self, pool: asyncpg.Pool, lock_report_seconds: float, retention_hours: float) -> None:
+        self._pool = pool
+        self._report_after = lock_report_seconds
+        self._retention_seconds = retention_hours * 3600
+        # Often enough that the window is kept to about a tenth of itself, rarely
+        # enough to cost nothing (once a minute at most, at the default a week).
+        self._prune_every = min(max(self._retention_seconds / 10, 1.0), 60.0)
+        self.lock_holder: LockHolder | None = None
+        self._reported: tuple[int, datetime] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._every(CHECK_SECONDS, self.check_lock), name="watch-lock"),
+            asyncio.create_task(self._every(self._prune_every, self.prune_batch_ids), name="watch-prune"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _every(self, seconds: float, check: object) -> None:
+        assert callable(check)
+        while True:
+            try:
+                await check()
+            except Exception as exc:  # noqa: BLE001 - a check must outlive a database outage
+                log.debug("%s failed: %r", getattr(check, "__name__", "check"), exc)
+            await asyncio.sleep(seconds)
+
+    async def check_lock(self) -> LockHolder | None:
+        async with asyncio.timeout(5), self._pool.acquire() as conn:
+            row = await conn.fetchrow(queries.INSERT_LOCK_HOLDER, self._report_after)
+        holder = None if row is None else LockHolder(
+            row["pid"], row["application_name"] or "", row["state"] or "", row["xact_start"], row["held_seconds"], row["waiting"]
+        )
+        self.lock_holder = holder
+        metrics.INSERT_LOCK_HELD.set(holder.held_seconds if holder else 0)
+        metrics.INSERT_LOCK_WAITING.set(holder.waiting if holder else 0)
+        if holder is not None and self._reported != (holder.pid, holder.since):
+            self._reported = (holder.pid, holder.since)
+            log.warning(
+                "insert lock held by backend pid=%d application_name=%r (%s) since %s (%.0fs); %d backends waiting: "
+                "ingest is stalled until it commits or rolls back (pg_terminate_backend(%d) ends it)",
+                holder.pid, holder.application_name, holder.state, holder.since.isoformat(), holder.held_seconds,
+                holder.waiting, holder.pid,
+            )
+        return holder
+
+    async def prune_batch_ids(self) -> int:
+        pruned = 0
+        while True:
+            async with asyncio.timeout(30), self._pool.acquire() as conn:
+                status = await conn.execute(queries.PRUNE_BATCH_IDS, self._retention_seconds, PRUNE_SLICE)
+            count = int(status.split()[-1])
+            pruned += count
+            if count < PRUNE_SLICE:
+                return pruned
