@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import PRINCIPAL_KEY
 from app.ingest import parse_uuid
+from app.sse_response import SSE_BYTES_KEY
 
 log = logging.getLogger("eventservice.conn")
 
@@ -127,7 +128,10 @@ class ConnectionLog:
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = self._base(scope, "sse")
         started = time.monotonic()
-        state: dict[str, Any] = {"status": None, "bytes": 0}
+        state: dict[str, Any] = {"status": None}
+        # The stream writes its body below every middleware (app/sse_response.py)
+        # and adds what it wrote here; error answers still pass counting_send.
+        sent = scope[SSE_BYTES_KEY] = [0]
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -137,7 +141,7 @@ class ConnectionLog:
                         fields["principal"] = principal
                     log.info("sse open", extra=fields)
             elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+                sent[0] += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -145,7 +149,7 @@ class ConnectionLog:
         finally:
             seconds = round(time.monotonic() - started, 3)
             if state["status"] == 200:
-                log.info("sse close", extra={**fields, "seconds": seconds, "bytes": state["bytes"]})
+                log.info("sse close", extra={**fields, "seconds": seconds, "bytes": sent[0]})
             else:
                 level = logging.ERROR if (state["status"] or 500) >= 500 and state["status"] != 503 else logging.WARNING
                 log.log(level, "sse refused", extra={**fields, "status": state["status"]})

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from app import db, security
 from app.config import Settings, load_settings
@@ -16,10 +17,27 @@ from app.names import NameCache
 from app.rejected import RejectedRecorder
 from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
 from app.services import Services
+from app.sse_response import RAW_SEND_KEY
 from app.tree_cache import TreeCache
 from app.writer import Writer
 
 log = logging.getLogger("eventservice")
+
+_SSE_PATH = "/database_events"
+
+
+class _App(Starlette):
+    """Starlette, recording uvicorn's send for the SSE stream before any middleware wraps it.
+
+    The stream writes its body with it, one call per wake-up instead of five
+    nested wrappers (app/sse_response.py); everything else, the stream's response
+    start included, goes through the middleware as usual.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == _SSE_PATH:
+            scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -57,4 +75,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
     routes += openapi.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
-    return Starlette(routes=routes, lifespan=lifespan, middleware=security.middleware(settings))
+    return _App(routes=routes, lifespan=lifespan, middleware=security.middleware(settings))
