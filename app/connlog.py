@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -63,15 +64,15 @@ class ConnectionLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: one frame fewer held by every open stream.
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == _SSE_PATH:
-            await self._sse(scope, receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._websocket(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == _SSE_PATH:
+            return self._sse(scope, receive, send)
+        if scope["type"] == "http":
+            return self._http(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _base(self, scope: Scope, kind: str) -> dict[str, Any]:
         conn = scope[CONNECTION_KEY] = secrets.token_hex(4)

@@ -57,6 +57,9 @@ SSE_BYTES_KEY = "eventservice.sse_bytes"
 _MAX_TICK = 0.5
 
 
+_SHARED_HEADERS: dict[tuple[tuple[bytes, bytes], ...], list[tuple[bytes, bytes]]] = {}
+
+
 class Wakeable(Protocol):
     def set(self) -> None: ...
 
@@ -79,11 +82,17 @@ class StreamResponse(EventSourceResponse):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(content, headers=headers, ping=ping, send_timeout=send_timeout or None)
+        # Every stream has the same headers: one shared list instead of ~0.5 KiB each.
+        key = tuple(self.raw_headers)
+        if key in _SHARED_HEADERS or len(_SHARED_HEADERS) < 8:
+            self.raw_headers = _SHARED_HEADERS.setdefault(key, self.raw_headers)
         self._content = content
         self._wake = wake
         self._on_close = on_close
         self._closed = False
         self._task: asyncio.Task[Any] | None = None
+        self._receive: Receive | None = None
+        self._listener: asyncio.Task[Message] | None = None
         # Set by the sweeper or the disconnect listener, read by the writer.
         self.ping_due = False
         self.ending = False
@@ -93,35 +102,25 @@ class StreamResponse(EventSourceResponse):
         self.next_ping = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One frame for the whole stream: every idle client holds each frame it is in.
         if scope["type"] != "http" or scope["method"].upper() == "HEAD":
             try:
                 await super().__call__(scope, receive, send)
             finally:
                 self._close()
             return
-        try:
-            await self._stream(scope, receive, send)
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._on_close()
-
-    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        self._task = task = asyncio.current_task()
-        assert task is not None
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        write: Send = scope.get(RAW_SEND_KEY) or send
-        counter: list[int] | None = scope.get(SSE_BYTES_KEY)
-        listener = loop.create_task(_until_disconnect(receive))
-        listener.add_done_callback(self._on_disconnect)
         sweeper = _Sweeper.for_loop(loop)
-        sweeper.add(self)
         message: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": True}
         try:
+            self._task = task = asyncio.current_task()
+            assert task is not None
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            write: Send = scope.get(RAW_SEND_KEY) or send
+            counter: list[int] | None = scope.get(SSE_BYTES_KEY)
+            self._receive = receive
+            self._listen()
+            sweeper.add(self)
             async for chunk in self._content:
                 if self.ending or self.disconnected:
                     break
@@ -136,20 +135,43 @@ class StreamResponse(EventSourceResponse):
                 self.writing_since = None
                 if counter is not None:
                     counter[0] += len(chunk)
+            if not self.disconnected:
+                message["body"], message["more_body"] = b"", False
+                await write(message)
         except asyncio.CancelledError:
             if not self.stalled:
                 raise
-            task.uncancel()
+            self._task.uncancel()  # type: ignore[union-attr]
             metrics.SSE_DROPPED.labels("send_timeout").inc()
-            return  # response left incomplete on purpose: uvicorn closes the socket
+            # The response stays incomplete on purpose: uvicorn closes the socket.
         finally:
             sweeper.discard(self)
-            listener.cancel()
+            if self._listener is not None:
+                self._listener.cancel()
+            self._close()
             aclose = getattr(self._content, "aclose", None)
             if aclose is not None:
-                await aclose()  # the generator's own cleanup (pool connections of a replay)
-        if not self.disconnected:
-            await write({"type": "http.response.body", "body": b"", "more_body": False})
+                await aclose()  # the body's own cleanup (a replay's pool connection)
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_close()
+
+    def _listen(self) -> None:
+        """Waits for http.disconnect in a task of its own (the only way ASGI tells)."""
+        assert self._receive is not None
+        self._listener = asyncio.get_running_loop().create_task(self._receive())  # type: ignore[arg-type]
+        self._listener.add_done_callback(self._received)
+
+    def _received(self, listener: asyncio.Task[Message]) -> None:
+        if listener.cancelled():
+            return
+        if listener.exception() is None and listener.result()["type"] != "http.disconnect":
+            self._listen()  # the request itself (or more of its body): listen on
+            return
+        self.disconnected = True
+        self._wake.set()
 
     def _ping_bytes(self) -> bytes:
         event = (
@@ -158,11 +180,6 @@ class StreamResponse(EventSourceResponse):
             else ServerSentEvent(comment=f"ping - {datetime.now(UTC)}", sep=self.sep)
         )
         return ensure_bytes(event, self.sep)
-
-    def _on_disconnect(self, listener: asyncio.Task[None]) -> None:
-        if not listener.cancelled():
-            self.disconnected = True
-            self._wake.set()
 
     # --- called by the sweeper -------------------------------------------------
     def mark_ping(self) -> None:
@@ -177,13 +194,6 @@ class StreamResponse(EventSourceResponse):
         if not self.stalled and self._task is not None:
             self.stalled = True
             self._task.cancel()
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class _Sweeper:
