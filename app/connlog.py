@@ -129,15 +129,16 @@ class ConnectionLog:
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = self._base(scope, "sse")
         started = time.monotonic()
-        state: dict[str, Any] = {"status": None}
+        status: int | None = None  # a local, not a dict: every open stream holds this frame
         # The stream writes its body below every middleware (app/sse_response.py)
         # and adds what it wrote here; error answers still pass counting_send.
         sent = scope[SSE_BYTES_KEY] = [0]
 
         async def counting_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-                if state["status"] == 200:
+                status = message["status"]
+                if status == 200:
                     if (principal := scope.get(PRINCIPAL_KEY)) is not None:
                         fields["principal"] = principal
                     log.info("sse open", extra=fields)
@@ -149,11 +150,11 @@ class ConnectionLog:
             await self.app(scope, receive, counting_send)
         finally:
             seconds = round(time.monotonic() - started, 3)
-            if state["status"] == 200:
+            if status == 200:
                 log.info("sse close", extra={**fields, "seconds": seconds, "bytes": sent[0]})
             else:
-                level = logging.ERROR if (state["status"] or 500) >= 500 and state["status"] != 503 else logging.WARNING
-                log.log(level, "sse refused", extra={**fields, "status": state["status"]})
+                level = logging.ERROR if (status or 500) >= 500 and status != 503 else logging.WARNING
+                log.log(level, "sse refused", extra={**fields, "status": status})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def watching_send(message: Message) -> None:

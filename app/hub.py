@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
 
 import asyncpg
@@ -54,11 +55,24 @@ class Filters:
         )
 
 
+class _Ready:
+    """Awaitable that is already done: what Wake.wait returns when the flag is set."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_READY = _Ready()
+
+
 class Wake:
     """A flag one task waits on; lighter than asyncio.Event for 10,000 idle clients.
 
-    asyncio.Event keeps a deque of waiters (~0.5 KiB even when empty) per client;
-    a subscriber has exactly one waiter, its stream, so one future slot is enough.
+    asyncio.Event keeps a deque of waiters (~0.5 KiB even when empty) per client
+    and a coroutine frame per wait; a subscriber has exactly one waiter, its
+    stream, so one future slot is enough, awaited directly.
     """
 
     __slots__ = ("_flag", "_waiter")
@@ -74,20 +88,19 @@ class Wake:
         if not self._flag:
             self._flag = True
             waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            if waiter is not None:
+                self._waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def clear(self) -> None:
         self._flag = False
 
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
         if self._flag:
-            return
+            return _READY
         waiter = self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await waiter
-        finally:
-            self._waiter = None
+        return waiter
 
 
 class Subscriber:
