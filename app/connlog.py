@@ -60,6 +60,20 @@ def _sessions(scope: Scope) -> str | None:
     return ",".join(s if s is not None else "invalid" for s in found[:10])
 
 
+def _fields(scope: Scope, kind: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"conn": scope[CONNECTION_KEY], "kind": kind, "remote": _remote(scope)}
+    if (session := _sessions(scope)) is not None:
+        fields["session"] = session
+    return fields
+
+
+def _sse_fields(scope: Scope, *, opened: bool) -> dict[str, Any]:
+    fields = _fields(scope, "sse")
+    if opened and (principal := scope.get(PRINCIPAL_KEY)) is not None:
+        fields["principal"] = principal
+    return fields
+
+
 class ConnectionLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,11 +89,8 @@ class ConnectionLog:
         return self.app(scope, receive, send)
 
     def _base(self, scope: Scope, kind: str) -> dict[str, Any]:
-        conn = scope[CONNECTION_KEY] = secrets.token_hex(4)
-        fields: dict[str, Any] = {"conn": conn, "kind": kind, "remote": _remote(scope)}
-        if (session := _sessions(scope)) is not None:
-            fields["session"] = session
-        return fields
+        scope[CONNECTION_KEY] = secrets.token_hex(4)
+        return _fields(scope, kind)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = self._base(scope, "ws")
@@ -127,9 +138,11 @@ class ConnectionLog:
                 log.warning("ws refused", extra={**fields, "status": state["status"], "code": state["code"]})
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fields = self._base(scope, "sse")
+        # The log fields are built again for the close line rather than kept: every
+        # open stream holds this frame, and 10,000 idle streams are the design point.
+        self._base(scope, "sse")
         started = time.monotonic()
-        status: int | None = None  # a local, not a dict: every open stream holds this frame
+        status: int | None = None
         # The stream writes its body below every middleware (app/sse_response.py)
         # and adds what it wrote here; error answers still pass counting_send.
         sent = scope[SSE_BYTES_KEY] = [0]
@@ -139,9 +152,7 @@ class ConnectionLog:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status == 200:
-                    if (principal := scope.get(PRINCIPAL_KEY)) is not None:
-                        fields["principal"] = principal
-                    log.info("sse open", extra=fields)
+                    log.info("sse open", extra=_sse_fields(scope, opened=True))
             elif message["type"] == "http.response.body":
                 sent[0] += len(message.get("body", b""))
             await send(message)
@@ -151,10 +162,10 @@ class ConnectionLog:
         finally:
             seconds = round(time.monotonic() - started, 3)
             if status == 200:
-                log.info("sse close", extra={**fields, "seconds": seconds, "bytes": sent[0]})
+                log.info("sse close", extra={**_sse_fields(scope, opened=True), "seconds": seconds, "bytes": sent[0]})
             else:
                 level = logging.ERROR if (status or 500) >= 500 and status != 503 else logging.WARNING
-                log.log(level, "sse refused", extra={**fields, "status": status})
+                log.log(level, "sse refused", extra={**_sse_fields(scope, opened=False), "status": status})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def watching_send(message: Message) -> None:
