@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import PRINCIPAL_KEY
 from app.ingest import parse_uuid
+from app.sse_response import SSE_BYTES_KEY
 
 log = logging.getLogger("eventservice.conn")
 
@@ -58,26 +60,37 @@ def _sessions(scope: Scope) -> str | None:
     return ",".join(s if s is not None else "invalid" for s in found[:10])
 
 
+def _fields(scope: Scope, kind: str) -> dict[str, Any]:
+    fields: dict[str, Any] = {"conn": scope[CONNECTION_KEY], "kind": kind, "remote": _remote(scope)}
+    if (session := _sessions(scope)) is not None:
+        fields["session"] = session
+    return fields
+
+
+def _sse_fields(scope: Scope, *, opened: bool) -> dict[str, Any]:
+    fields = _fields(scope, "sse")
+    if opened and (principal := scope.get(PRINCIPAL_KEY)) is not None:
+        fields["principal"] = principal
+    return fields
+
+
 class ConnectionLog:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: one frame fewer held by every open stream.
         if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == _SSE_PATH:
-            await self._sse(scope, receive, send)
-        elif scope["type"] == "http":
-            await self._http(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._websocket(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == _SSE_PATH:
+            return self._sse(scope, receive, send)
+        if scope["type"] == "http":
+            return self._http(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _base(self, scope: Scope, kind: str) -> dict[str, Any]:
-        conn = scope[CONNECTION_KEY] = secrets.token_hex(4)
-        fields: dict[str, Any] = {"conn": conn, "kind": kind, "remote": _remote(scope)}
-        if (session := _sessions(scope)) is not None:
-            fields["session"] = session
-        return fields
+        scope[CONNECTION_KEY] = secrets.token_hex(4)
+        return _fields(scope, kind)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         fields = self._base(scope, "ws")
@@ -125,30 +138,34 @@ class ConnectionLog:
                 log.warning("ws refused", extra={**fields, "status": state["status"], "code": state["code"]})
 
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fields = self._base(scope, "sse")
+        # The log fields are built again for the close line rather than kept: every
+        # open stream holds this frame, and 10,000 idle streams are the design point.
+        self._base(scope, "sse")
         started = time.monotonic()
-        state: dict[str, Any] = {"status": None, "bytes": 0}
+        status: int | None = None
+        # The stream writes its body below every middleware (app/sse_response.py)
+        # and adds what it wrote here; error answers still pass counting_send.
+        sent = scope[SSE_BYTES_KEY] = [0]
 
         async def counting_send(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                state["status"] = message["status"]
-                if state["status"] == 200:
-                    if (principal := scope.get(PRINCIPAL_KEY)) is not None:
-                        fields["principal"] = principal
-                    log.info("sse open", extra=fields)
+                status = message["status"]
+                if status == 200:
+                    log.info("sse open", extra=_sse_fields(scope, opened=True))
             elif message["type"] == "http.response.body":
-                state["bytes"] += len(message.get("body", b""))
+                sent[0] += len(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, counting_send)
         finally:
             seconds = round(time.monotonic() - started, 3)
-            if state["status"] == 200:
-                log.info("sse close", extra={**fields, "seconds": seconds, "bytes": state["bytes"]})
+            if status == 200:
+                log.info("sse close", extra={**_sse_fields(scope, opened=True), "seconds": seconds, "bytes": sent[0]})
             else:
-                level = logging.ERROR if (state["status"] or 500) >= 500 and state["status"] != 503 else logging.WARNING
-                log.log(level, "sse refused", extra={**fields, "status": state["status"]})
+                level = logging.ERROR if (status or 500) >= 500 and status != 503 else logging.WARNING
+                log.log(level, "sse refused", extra={**_sse_fields(scope, opened=False), "status": status})
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def watching_send(message: Message) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import db, errors, security
 from app.config import Settings, load_settings
@@ -18,11 +22,64 @@ from app.rejected import RejectedRecorder
 from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
+from app.sse_response import RAW_SEND_KEY
 from app.tree_cache import TreeCache
 from app.watch import Watch
 from app.writer import Writer
 
 log = logging.getLogger("eventservice")
+
+_SSE_PATH = "/database_events"
+
+
+class _App(Starlette):
+    """Starlette, recording uvicorn's send for the SSE stream before any middleware wraps it.
+
+    The stream writes its body with it, one call per wake-up instead of five
+    nested wrappers (app/sse_response.py); everything else, the stream's response
+    start included, goes through the middleware as usual.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == _SSE_PATH:
+            scope[RAW_SEND_KEY] = send
+        await super().__call__(scope, receive, send)
+
+
+class _StreamFastPath:
+    """GET and HEAD /database_events straight to the endpoint, below our own middleware.
+
+    Innermost, so tokens, the connection cap and the connection log apply as to
+    every request. What it skips is Starlette's routing for this one path (the
+    exception middleware, the router, request_response: two Request objects and
+    a dozen frames that every idle stream would hold, ~5 KiB of its ~27 KiB);
+    there are no exception handlers to miss, and other methods still reach the
+    router and get its 405. The route stays registered for the OpenAPI document.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == _SSE_PATH and scope["method"] in ("GET", "HEAD"):
+            response = await stream.database_events(Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _tune_gc() -> None:
+    """Fewer, cheaper garbage collections: ~10% of the fan-out's CPU, and pauses.
+
+    Measured at 1,000 SSE clients × 20-40 events/s: the default gen-0 threshold
+    (700) ran ~270 collections and 2-3 full ones (50-110 ms each, every stream
+    stalled meanwhile) in a 20 s run, 0.4-0.6 s of CPU; with this, 11 collections
+    and 0.015 s. What exists once the app is up (modules, classes, settings, the
+    pool) lives as long as the process: frozen, it is never scanned again. The
+    service makes few reference cycles, so collecting them later costs little memory.
+    """
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -57,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             trees = TreeCache(settings.tree_cache_bytes)
             app.state.services = Services(settings, pool, writer, hub, drain, rejected, trees, watch=watch)
             log.info("ready", extra={"host": settings.host, "port": settings.port})
+            _tune_gc()
             yield
         finally:
             # Reverse order of creation: commit what was accepted, then stop
@@ -71,10 +129,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes += openapi.routes
     routes += stats_routes.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
-    return Starlette(
+    middleware = [*security.middleware(settings), Middleware(_StreamFastPath)]
+    return _App(
         routes=routes,
         lifespan=lifespan,
-        middleware=security.middleware(settings),
+        middleware=middleware,
         # Unknown paths and methods answer in the JSON shape of every other error.
         exception_handlers={HTTPException: errors.http_exception},
     )

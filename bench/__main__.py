@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from . import fanout, ingest, lookup, soak, validate
+from . import fanout, ingest, lookup, report, soak, validate
 from .service import Database, database, run_loop
 
 Scenario = Callable[[argparse.Namespace, Database], Awaitable[None]]
@@ -33,6 +33,14 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--duration", type=float, default=duration, help=f"seconds measured (default {duration:g})")
         p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring (default 2)")
         p.add_argument("--server-arg", action="append", default=[], help="extra argument for `python -m app` (repeatable)")
+        p.add_argument(
+            "--disturbed-above",
+            type=float,
+            default=report.DISTURBED_CORES,
+            metavar="CORES",
+            help="mark a row disturbed when other processes used more than this many cores on average "
+            f"during its window (default {report.DISTURBED_CORES:g})",
+        )
         add(p)
     v = sub.add_parser("validate", help=validate.__doc__.splitlines()[0], description=validate.__doc__)
     validate.add_arguments(v)
@@ -46,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "duration", 1.0) <= 0 or args.warmup < 0 or args.workers < 1:
         print("--duration must be > 0, --warmup >= 0, --workers >= 1", file=sys.stderr)
         return 2
+    report.DISTURBED_CORES = args.disturbed_above
     run = SCENARIOS[args.scenario][1]
     with database(args.database_url) as db:
         run_loop(run(args, db))

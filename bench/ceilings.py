@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ class Ceiling:
     rows: int
     seconds: float
     db_cpu: float | None = None
+    meter: dict[str, Any] | None = None  # the Meter's result over this ceiling's run (other CPU included)
 
     @property
     def rows_per_s(self) -> float:
@@ -92,9 +93,14 @@ async def measure(
     copy_connections: int = 4,
     copy_chunk: int = 10_000,
     tx_events: int = 2_000,
-    db_cpu: Any = None,
+    meter: Callable[[], Any] | None = None,
 ) -> tuple[Ceiling, Ceiling]:
-    """COPY ``rows`` over ``copy_connections`` (one commit per chunk), then ``tx_events`` single-row commits."""
+    """COPY ``rows`` over ``copy_connections`` (one commit per chunk), then ``tx_events`` single-row commits.
+
+    ``meter`` makes a bench.service.Meter: each ceiling is metered like the service's runs,
+    so its row says how much CPU other processes took meanwhile (a disturbed ceiling
+    inflates the ratio of ours to it).
+    """
     suffix = f"{os.getpid()}_{int(time.time())}"
     copy_table, tx_table = f"bench_copy_{suffix}", f"bench_tx_{suffix}"
     admin = await asyncpg.connect(url)
@@ -115,25 +121,29 @@ async def measure(
                     chunk = queue.get_nowait()
                     await conn.copy_records_to_table(copy_table, records=chunk, columns=cols)
 
-            cpu0 = db_cpu() if db_cpu else None
+            m = meter() if meter else None
+            if m is not None:
+                m.start()
             t0 = time.perf_counter()
             await asyncio.gather(*(copier(c) for c in conns))
             copy = Ceiling(len(data), time.perf_counter() - t0)
-            cpu1 = db_cpu() if db_cpu else None
-            if cpu0 is not None and cpu1 is not None:
-                copy.db_cpu = cpu1 - cpu0
+            if m is not None:
+                copy.meter = m.stop()
+                copy.db_cpu = copy.meter.get("db")
 
             placeholders = ", ".join(f"${i + 1}" for i in range(len(cols)))
             stmt = await conns[0].prepare(f"INSERT INTO {tx_table} ({', '.join(cols)}) VALUES ({placeholders})")
             single = data[:tx_events]
-            cpu0 = db_cpu() if db_cpu else None
+            m = meter() if meter else None
+            if m is not None:
+                m.start()
             t0 = time.perf_counter()
             for row in single:  # autocommit: every INSERT is its own durable transaction
                 await stmt.fetch(*row)
             tx = Ceiling(len(single), time.perf_counter() - t0)
-            cpu1 = db_cpu() if db_cpu else None
-            if cpu0 is not None and cpu1 is not None:
-                tx.db_cpu = cpu1 - cpu0
+            if m is not None:
+                tx.meter = m.stop()
+                tx.db_cpu = tx.meter.get("db")
         finally:
             for conn in conns:
                 await conn.close()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 
-from .report import Row, emit
+from .report import Row, disturbed, emit
 from .service import Database, Meter, mib, raise_fd_limit, service
 from .sse import SseClients
 from .wsload import acquire, session_ids
@@ -123,6 +123,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                     "clients": st.connected,
                     "server CPU s": idle.result.get("server"),
                     "PG CPU s": idle.result.get("db"),
+                    "other CPU s": idle.result.get("other"),
+                    "disturbed": disturbed(idle.result),
                     "server RSS MiB": mib(rss1),
                     "KiB per idle client": None if per_client is None else per_client / 1024,
                     "errors": st.failed,
@@ -163,6 +165,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                         "PG CPU s": m.get("db"),
                         "client CPU s": m.get("client"),
                         "other CPU s": m.get("other"),
+                        "disturbed": disturbed(m),
                         "server µs/delivery": (m["server"] / got.deliveries * 1e6)
                         if m.get("server") is not None and got.deliveries
                         else None,

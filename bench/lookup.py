@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .report import Row, emit
+from .report import Row, disturbed, emit
 from .service import Database, Meter, mib, service
 from .stats import Recorder
 from .wsload import BASE_TS, session_ids, upload
@@ -85,6 +85,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                 "PG CPU s": m.get("db"),
                 "client CPU s": m.get("client"),
                 "other CPU s": m.get("other"),
+                "disturbed": disturbed(m),
                 "server µs/req": m["server"] / counts["ok"] * 1e6 if m.get("server") and counts["ok"] else None,
                 "server RSS MiB": mib(svc.tree.rss_bytes()),
                 "errors": counts["bad"],

@@ -11,6 +11,25 @@ import psutil
 
 Row = dict[str, Any]
 
+# A measured window during which other processes (other test suites, a browser, a
+# profiler) used more than this many cores on average is "disturbed": the service
+# competed with them for the same cores, so its figures are not its own.
+# `python -m bench ... --disturbed-above CORES` changes it.
+DISTURBED_CORES = 0.1
+
+
+def disturbed(m: dict[str, Any]) -> str | None:
+    """The "disturbed" column of a row from a Meter's result: no, or yes with the other processes' cores."""
+    other, wall = m.get("other"), m.get("wall")
+    if other is None or not wall:
+        return None
+    cores = other / wall
+    return f"yes ({cores:.2f} cores)" if cores > DISTURBED_CORES else "no"
+
+
+def is_disturbed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("yes")
+
 
 def fmt(value: Any) -> str:
     if value is None:
@@ -60,6 +79,13 @@ def emit(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
     print(f"Machine: {machine()}")
     print()
     print(table(rows))
+    if any(is_disturbed(row.get("disturbed")) for row in rows):
+        notes = [
+            *notes,
+            f"**Disturbed** rows: other processes used more than {DISTURBED_CORES:g} cores on average during their "
+            "window (*other CPU s*), competing with the service, its database and the load generator for the same "
+            "cores; their throughput and latency understate the service. Rerun them on a quiet machine.",
+        ]
     for note in notes:
         print()
         print(note)

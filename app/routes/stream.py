@@ -14,16 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-import anyio
 import asyncpg
-from sse_starlette import EventSourceResponse
-from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
 from app import metrics, queries, sse_format
 from app.db import is_unavailable
@@ -32,6 +28,7 @@ from app.hub import Filters, Hub, Subscriber, item_from_row
 from app.ingest import ENTRY_TYPES, parse_uuid
 from app.params import bounded_int
 from app.services import Services
+from app.sse_response import StreamResponse
 
 REPLAY_PAGE = 2_000
 MAX_TAIL = 10_000
@@ -45,46 +42,6 @@ REPLAY_QUERY_SECONDS = 30.0
 
 log = logging.getLogger("eventservice.stream")
 _MAX_POSITION = 2**63 - 1
-
-
-class _Stream(EventSourceResponse):
-    """sse-starlette's response, with a cheaper stall check and cleanup that always runs.
-
-    Its send_timeout wraps every send in an anyio cancel scope, which profiling
-    showed at ~15% of the CPU of a 1,000-client fan-out. Instead every send (data
-    and pings) is timed by two attribute stores and one watchdog per stream checks
-    them a few times per timeout; a send blocked longer than the timeout ends the
-    response through the task group, and it is counted, not logged as a crash.
-
-    The hub subscription is released here rather than in the body generator:
-    HEAD, or a client gone before the first chunk, never starts the generator.
-    """
-
-    def __init__(self, content: AsyncIterator[bytes], timeout: float, on_close: Callable[[], None], **kwargs: object) -> None:
-        self._writing_since: float | None = None
-        self._stall_timeout = timeout
-        self._on_close = on_close
-        super().__init__(content, data_sender_callable=self._watch, **kwargs)  # type: ignore[arg-type]
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        self._writing_since = time.monotonic()
-        await send(message)
-        self._writing_since = None
-
-    async def _watch(self) -> None:
-        while True:
-            await anyio.sleep(self._stall_timeout / 4)
-            since = self._writing_since
-            if since is not None and time.monotonic() - since > self._stall_timeout:
-                raise SendTimeoutError()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        except SendTimeoutError:
-            metrics.SSE_DROPPED.labels("send_timeout").inc()
-        finally:
-            self._on_close()
 
 
 def _filters(request: Request) -> Filters | str:
@@ -163,11 +120,14 @@ async def database_events(request: Request) -> Response:
         async for chunk in _live(hub, subscriber, floor):
             yield chunk
 
-    return _Stream(
+    # The response releases the subscription (close) however the stream ends:
+    # HEAD, or a client gone before the first chunk, never starts events().
+    return StreamResponse(
         events(),
-        settings.sse_send_timeout_seconds,
-        close,
+        wake=subscriber.wake,
+        on_close=close,
         ping=settings.sse_ping_seconds,
+        send_timeout=settings.sse_send_timeout_seconds,
         headers={"Cache-Control": "no-store"},
     )
 
@@ -291,9 +251,10 @@ async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[b
         items = subscriber.drain()
         if items and items[0].position <= floor:
             items = [item for item in items if item.position > floor]
-        if items:
-            # Everything queued for this client goes out in one write.
-            yield b"".join(item.payload for item in items)
+        # Everything queued for this client goes out in one write. A wake-up with
+        # nothing queued (a ping due, the client gone, shutdown) yields b"" so the
+        # response can act (app/sse_response.py).
+        yield items[0].payload if len(items) == 1 else b"".join([item.payload for item in items])
 
 
 routes = [Route("/database_events", database_events, methods=["GET"])]
