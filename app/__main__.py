@@ -15,8 +15,10 @@ import tempfile
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from app import db, logs, protocol
+from app import logs
 from app.config import Settings, load_or_exit, settings_to_environ
+from app.edge import protocol
+from app.store import db
 
 log = logging.getLogger("eventservice")
 

@@ -142,7 +142,7 @@ def log_config(settings: Settings) -> dict[str, Any]:
 
     Every logger, uvicorn's included, writes through one stderr handler with the
     chosen formatter; uvicorn's access log stays off (one line per request would be
-    noise, and per-connection lines come from app.connlog instead).
+    noise, and per-connection lines come from app.edge.connlog instead).
     """
     formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
     level = settings.log_level.upper()

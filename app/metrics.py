@@ -44,7 +44,7 @@ LISTEN_RECONNECTS = Counter(
     "eventservice_listen_reconnects_total", "Times the LISTEN connection was re-established", registry=REGISTRY
 )
 REPLAY_ROWS = Counter("eventservice_replay_rows_total", "Rows served from the database to resuming clients", registry=REGISTRY)
-# app/watch.py: a transaction holding the insert lock past INGEST_LOCK_REPORT_SECONDS.
+# app/store/watch.py: a transaction holding the insert lock past INGEST_LOCK_REPORT_SECONDS.
 INSERT_LOCK_HELD = Gauge(
     "eventservice_insert_lock_held_seconds",
     "How long a transaction has held the insert lock, once past INGEST_LOCK_REPORT_SECONDS (0: none)",
@@ -65,7 +65,7 @@ POOL_SIZE = Gauge(
     multiprocess_mode="livesum",
 )
 
-# --- security (app/auth.py, app/limits.py, app/rejected.py) ------------------------
+# --- security (app/edge/auth.py, app/edge/limits.py, app/ingest/rejected.py) ------------------------
 CONNECTIONS_REFUSED = Counter(
     "eventservice_connections_refused_total",
     "Requests and connections refused at the edge (origin, unauthorized, capacity)",

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import asyncpg
 
 from app.config import Settings
-from app.hub import Hub
+from app.ingest.rejected import RejectedRecorder
+from app.ingest.writer import Writer
 from app.lifecycle import Drain
-from app.rejected import RejectedRecorder
-from app.tree_cache import TreeCache
-from app.watch import Watch
-from app.writer import Writer
+from app.reads.tree_cache import TreeCache
+from app.store.watch import Watch
+from app.stream.hub import Hub
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,6 @@ class Services:
     writer: Writer
     hub: Hub
     drain: Drain
-    rejected: RejectedRecorder  # app/rejected.py: every ERROR'd batch is kept for inspection
+    rejected: RejectedRecorder  # app/ingest/rejected.py: every ERROR'd batch is kept for inspection
     trees: TreeCache  # encoded session trees, checked against the session's version
-    watch: Watch | None = None  # app/watch.py: the insert lock's holder, batch_id retention
+    watch: Watch | None = None  # app/store/watch.py: the insert lock's holder, batch_id retention

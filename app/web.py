@@ -13,19 +13,21 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import db, errors, security
+from app import errors
 from app.config import Settings, load_settings
-from app.hub import Hub
+from app.edge import security
+from app.ingest.names import NameCache
+from app.ingest.rejected import RejectedRecorder
+from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
-from app.names import NameCache
-from app.rejected import RejectedRecorder
+from app.reads.tree_cache import TreeCache
 from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
-from app.sse_response import RAW_SEND_KEY
-from app.tree_cache import TreeCache
-from app.watch import Watch
-from app.writer import Writer
+from app.store import db
+from app.store.watch import Watch
+from app.stream.hub import Hub
+from app.stream.response import RAW_SEND_KEY
 
 log = logging.getLogger("eventservice")
 
@@ -36,7 +38,7 @@ class _App(Starlette):
     """Starlette, recording uvicorn's send for the SSE stream before any middleware wraps it.
 
     The stream writes its body with it, one call per wake-up instead of five
-    nested wrappers (app/sse_response.py); everything else, the stream's response
+    nested wrappers (app/stream/response.py); everything else, the stream's response
     start included, goes through the middleware as usual.
     """
 
@@ -128,7 +130,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
     routes += openapi.routes
     routes += stats_routes.routes
-    # Tokens, origins, CORS, connection limits, per-connection logs: app/security.py.
+    # Tokens, origins, CORS, connection limits, per-connection logs: app/edge/security.py.
     middleware = [*security.middleware(settings), Middleware(_StreamFastPath)]
     return _App(
         routes=routes,

@@ -1,10 +1,10 @@
-"""``python -m bench validate``: µs per event spent in app.ingest.parse_frame, no server.
+"""``python -m bench validate``: µs per event spent in app.ingest.validation.parse_frame, no server.
 
 Frames are what clients send: a web page's batch of 100 (one session, small `data`),
 a relay's batch of 100 (a `session_id` in every event) and 10,000-event batches.
 Each row is the median of --runs timings of --seconds each. The machine may be
 shared: compare within one run. `--baseline <checkout>` times that checkout's
-app/ingest.py too, interleaved with this one's, and prints the ratio per row.
+app/ingest/validation.py too, interleaved with this one's, and prints the ratio per row.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from app import ingest
+from app.ingest import validation as ingest
 
 SESSIONS = [f"{i:08x}-48cd-4fba-946b-53d15b7b43e0" for i in range(8)]
 BASE_TS = 1_700_000_000_000
@@ -31,7 +31,7 @@ BASE_TS = 1_700_000_000_000
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=3, help="timings per row; the median is reported (default 3)")
     p.add_argument("--seconds", type=float, default=1.0, help="length of one timing (default 1)")
-    p.add_argument("--baseline", type=Path, default=None, help="another checkout whose app/ingest.py is timed alongside")
+    p.add_argument("--baseline", type=Path, default=None, help="another checkout whose validator is timed alongside")
 
 
 def events(count: int, relay: bool, timestamps: str = "ms") -> list[dict[str, Any]]:
@@ -58,10 +58,14 @@ def events(count: int, relay: bool, timestamps: str = "ms") -> list[dict[str, An
 
 
 def load(checkout: Path) -> ModuleType:
-    """app/ingest.py of another checkout, as its own module (it imports nothing else of app)."""
-    spec = importlib.util.spec_from_file_location("baseline_ingest", checkout / "app" / "ingest.py")
+    """The validator of another checkout, as its own module (it imports nothing else of app).
+
+    app/ingest/validation.py since the flow folders, app/ingest.py before them.
+    """
+    path = next((p for p in (checkout / "app/ingest/validation.py", checkout / "app/ingest.py") if p.is_file()), None)
+    spec = importlib.util.spec_from_file_location("baseline_ingest", path) if path else None
     if spec is None or spec.loader is None:
-        raise SystemExit(f"no app/ingest.py under {checkout}")
+        raise SystemExit(f"no app/ingest/validation.py under {checkout}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

@@ -3,7 +3,7 @@
 -- Idempotent like 001: applied by the service at start-up and usable unchanged
 -- as a docker-entrypoint-initdb.d script.
 --
--- One row per batch answered with an ERROR (app/rejected.py). Bounded twice: the
+-- One row per batch answered with an ERROR (app/ingest/rejected.py). Bounded twice: the
 -- frame is cut to REJECTED_MAX_FRAME_BYTES (frame_bytes keeps the full size) and
 -- the service prunes the table to the newest REJECTED_MAX_ROWS rows, so neither a
 -- flood of bad frames nor one huge frame can fill the disk.

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from app import queries
-from app.db import is_unavailable
+from app.store import queries
+from app.store.db import is_unavailable
 
 
 async def healthcheck(_request: Request) -> Response:
@@ -31,7 +31,7 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "unavailable", "reason": f"{reason}: {exc!s}"[:300]}, status_code=503)
     holder = services.watch.lock_holder if services.watch is not None else None
     if holder is not None:
-        # Ingest is stalled behind another transaction (app/watch.py): say whose.
+        # Ingest is stalled behind another transaction (app/store/watch.py): say whose.
         reason = (
             f"insert lock held for {holder.held_seconds:.0f}s by backend pid {holder.pid} "
             f"({holder.application_name or 'no application_name'}, {holder.state}) since {holder.since.isoformat()}"

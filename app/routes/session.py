@@ -11,13 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app import queries
-from app.db import is_unavailable
 from app.errors import error_response, unavailable_response
-from app.ingest import parse_uuid
+from app.ingest.validation import parse_uuid
 from app.params import bounded_int
+from app.reads.tree_cache import TreeCache, Version
 from app.services import Services
-from app.tree_cache import TreeCache, Version
+from app.store import queries
+from app.store.db import is_unavailable
 
 PAGE_ROWS = 2_000
 MAX_LIMIT = 10_000

@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import queries
-from app.db import is_unavailable
 from app.errors import error_response, unavailable_response
 from app.params import bounded_int
+from app.store import queries
+from app.store.db import is_unavailable
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1_000

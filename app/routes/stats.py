@@ -1,6 +1,6 @@
 """GET /stats/summary, /stats/timeseries, /stats/names, /stats/funnel: session analytics.
 
-Parameters and shaping are pure (app/stats.py); the SQL is in app/queries.py and
+Parameters and shaping are pure (app/reads/stats.py); the SQL is in app/store/queries.py and
 reads the rollups of schema/004_stats.sql. Each response reads one REPEATABLE READ
 snapshot, so its figures agree with each other while writers keep committing.
 """
@@ -18,10 +18,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import queries
-from app import stats as st
-from app.db import is_unavailable
 from app.errors import error_response, unavailable_response
+from app.reads import stats as st
+from app.store import queries
+from app.store.db import is_unavailable
 
 Params = Mapping[str, Sequence[str]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], st.Range], Awaitable[dict[str, Any]]]

@@ -21,14 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import metrics, queries, sse_format
-from app.db import is_unavailable
+from app import metrics
 from app.errors import error_response
-from app.hub import Filters, Hub, Subscriber, item_from_row
-from app.ingest import ENTRY_TYPES, parse_uuid
+from app.ingest.validation import ENTRY_TYPES, parse_uuid
 from app.params import bounded_int
 from app.services import Services
-from app.sse_response import StreamResponse
+from app.store import queries
+from app.store.db import is_unavailable
+from app.stream import sse_format
+from app.stream.hub import Filters, Hub, Subscriber, item_from_row
+from app.stream.response import StreamResponse
 
 REPLAY_PAGE = 2_000
 MAX_TAIL = 10_000
@@ -253,7 +255,7 @@ async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[b
             items = [item for item in items if item.position > floor]
         # Everything queued for this client goes out in one write. A wake-up with
         # nothing queued (a ping due, the client gone, shutdown) yields b"" so the
-        # response can act (app/sse_response.py).
+        # response can act (app/stream/response.py).
         yield items[0].payload if len(items) == 1 else b"".join([item.payload for item in items])
 
 

@@ -17,14 +17,15 @@ import orjson
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from app import limits, metrics
-from app.connlog import connection_id
+from app import metrics
+from app.edge import limits
+from app.edge.connlog import connection_id
 from app.errors import deny_websocket, error_response
-from app.ingest import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest.rejected import RejectedRecorder
+from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest.writer import Outcome
 from app.lifecycle import Drain
-from app.rejected import RejectedRecorder
 from app.services import Services
-from app.writer import Outcome
 
 log = logging.getLogger("eventservice.ws")
 
@@ -38,7 +39,7 @@ async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 4
 
 
 # Everything /ws reads from its query string. `token` is read by the access control
-# (app/auth.py) before the route runs, and stays in the query string.
+# (app/edge/auth.py) before the route runs, and stays in the query string.
 ACCEPTED_PARAMETERS = ("sessionId", "timestampUnit", "token")
 
 
@@ -156,7 +157,7 @@ async def _read(
             number += 1
             frame = message.get("text")
             raw = frame if frame is not None else message.get("bytes")
-            # Over a rate limit the frame is not even parsed (app/limits.py).
+            # Over a rate limit the frame is not even parsed (app/edge/limits.py).
             limited = limits.admit_batch(websocket.scope, number)
             result = limited if limited is not None else _parse(raw, number, rules)
             if isinstance(result, Rejection):

@@ -29,5 +29,5 @@ async def test_embedded_database_keeps_data_across_restarts() -> None:
         svc.stop()
     assert "embedded PostgreSQL running in" in svc.logs()
     # pgserver's import makes platformdirs warn when XDG_RUNTIME_DIR is unset (as in
-    # containers and CI); the service silences that one warning (app/db.py).
+    # containers and CI); the service silences that one warning (app/store/db.py).
     assert "Warning" not in svc.logs() and "XDG_RUNTIME_DIR" not in svc.logs()

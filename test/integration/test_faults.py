@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from app import db
+from app.store import db
 from test.support.clients import SSEReader, Uploader, event, new_session, upload
 from test.support.invariants import Follower, Ledger, check, upload_until
 from test.support.postgres import StandalonePostgres

@@ -1,4 +1,4 @@
-"""How the SSE stream is driven (app/sse_response.py), against a real server.
+"""How the SSE stream is driven (app/stream/response.py), against a real server.
 
 Pings at the configured interval, a client whose socket stops draining dropped
 after the send timeout and counted, a client that goes away unsubscribed at once

@@ -5,7 +5,7 @@ shuffled statements: events before their session's start, late events, repeated
 SESSION_STARTs (a later, smaller one moves the session to another bucket),
 repeated SESSION_ENDs, sessions that never end or never start, timestamp ties.
 A brute-force model built from the same rows computes each figure straight from
-SPEC's definitions (no shared code with app/stats.py), and the service's answer
+SPEC's definitions (no shared code with app/reads/stats.py), and the service's answer
 must equal it for many ranges, including sub-minute edges and single milliseconds.
 """
 

@@ -391,10 +391,11 @@ def test_dockerfile_copies_app_schema_and_requirements_where_the_app_looks() -> 
             for source in sources:
                 copies[source.rstrip("/")] = dest
     assert {"requirements.txt", "app", "schema"} <= set(copies)
-    # app/db.py reads migrations from the package's parent: <workdir>/schema next to <workdir>/app.
+    # app/store/db.py reads migrations from the package's parent: <workdir>/schema next to <workdir>/app.
     assert copies["app"].rstrip("/") in ("./app", f"{workdir}/app")
     assert copies["schema"].rstrip("/") in ("./schema", f"{workdir}/schema")
-    assert "parent.parent" in (ROOT / "app" / "db.py").read_text() and '"schema"' in (ROOT / "app" / "db.py").read_text()
+    db_module = (ROOT / "app" / "store" / "db.py").read_text()
+    assert "parents[2]" in db_module and '"schema"' in db_module
 
 
 def test_dockerfile_binds_all_interfaces_and_exposes_the_port() -> None:

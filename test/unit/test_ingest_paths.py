@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.ingest import MAX_DETAILS, MAX_TIMESTAMP_MS, Batch, FrameRules, Rejection, _slow, parse_frame
+from app.ingest.validation import MAX_DETAILS, MAX_TIMESTAMP_MS, Batch, FrameRules, Rejection, _slow, parse_frame
 
 SESSION = "0d856b46-48cd-4fba-946b-53d15b7b43e0"
 OTHER = "1b7e3f5a-9c2d-4e8f-a1b0-c3d4e5f60718"

@@ -1,4 +1,4 @@
-"""app.ingest.parse_frame on its own: every rule of the SPEC's event table and limits.
+"""app.ingest.validation.parse_frame on its own: every rule of the SPEC's event table and limits.
 
 Pure: no server, no database. The integration tests repeat the important cases
 against the real server; these pin down the exact code, field and stored form of
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from app.ingest import MAX_TIMESTAMP_MS, NIL_SCOPE, Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest.validation import MAX_TIMESTAMP_MS, NIL_SCOPE, Batch, FrameRules, Rejection, parse_frame, parse_uuid
 
 SESSION = "0d856b46-48cd-4fba-946b-53d15b7b43e0"
 OTHER = "1b7e3f5a-9c2d-4e8f-a1b0-c3d4e5f60718"

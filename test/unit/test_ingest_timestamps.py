@@ -17,7 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from app.ingest import AUTO_SECONDS_BELOW, MAX_TIMESTAMP_MS, Batch, FrameRules, Rejection, parse_frame
+from app.ingest.validation import AUTO_SECONDS_BELOW, MAX_TIMESTAMP_MS, Batch, FrameRules, Rejection, parse_frame
 
 SESSION = "0d856b46-48cd-4fba-946b-53d15b7b43e0"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""What app/sse_response.py relies on in sse-starlette: its public API only, and that API's behaviour.
+"""What app/stream/response.py relies on in sse-starlette: its public API only, and that API's behaviour.
 
 The stream used to override sse-starlette's private `_send_with_timeout`, which
 an upgrade could rename or stop calling without any error. These tests fail
@@ -19,7 +19,7 @@ from sse_starlette.event import ensure_bytes
 from sse_starlette.sse import AppStatus
 from starlette.types import Message
 
-from app.sse_response import StreamResponse
+from app.stream.response import StreamResponse
 
 APP = Path(__file__).resolve().parents[2] / "app"
 
@@ -80,7 +80,7 @@ def test_ping_framing_is_an_sse_comment() -> None:
 
 
 def test_shutdown_flag_is_public() -> None:
-    # app/lifecycle.py sets it and the sweeper in app/sse_response.py reads it.
+    # app/lifecycle.py sets it and the sweeper in app/stream/response.py reads it.
     assert isinstance(AppStatus.should_exit, bool)
     assert "EventSourceResponse" in sse_starlette.__all__ and "ServerSentEvent" in sse_starlette.__all__
 

@@ -1,4 +1,4 @@
-"""app/stats.py against brute force: percentiles, bucket edges, range splits, funnels, times."""
+"""app/reads/stats.py against brute force: percentiles, bucket edges, range splits, funnels, times."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as hs
 
-from app import stats as st
+from app.reads import stats as st
 
 TIMES = hs.integers(0, st.MAX_TIMESTAMP_MS - 1)
 

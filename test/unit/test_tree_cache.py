@@ -1,4 +1,4 @@
-from app.tree_cache import TreeCache
+from app.reads.tree_cache import TreeCache
 
 
 def test_evicts_least_recently_used_within_its_byte_bound() -> None:

@@ -6,14 +6,14 @@
    included, so a page can tell "wrong token" from "network error". Origins not
    listed get no CORS headers: the browser keeps the response from the page.
    With ALLOWED_ORIGINS empty there is no CORS at all: same-origin pages only.
-2. ConnectionLog (app/connlog.py): sees every WebSocket/SSE connection, refused
+2. ConnectionLog (app/edge/connlog.py): sees every WebSocket/SSE connection, refused
    or not, and gives it the id the other lines use.
-3. AccessControl (app/auth.py): Origin for WebSockets, then tokens per endpoint kind.
-4. ConnectionLimits (app/limits.py): the cap, the WebSocket idle timeout and the
+3. AccessControl (app/edge/auth.py): Origin for WebSockets, then tokens per endpoint kind.
+4. ConnectionLimits (app/edge/limits.py): the cap, the WebSocket idle timeout and the
    ingest rate buckets -- after authentication, so an unauthenticated client
    can never take a slot of the cap.
 
-The request-head deadline (slowloris) lives below ASGI, in app/protocol.py.
+The request-head deadline (slowloris) lives below ASGI, in app/edge/protocol.py.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from __future__ import annotations
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from app.auth import AccessControl, normalize_origin, warn_about_open_kinds
 from app.config import Settings
-from app.connlog import ConnectionLog
-from app.limits import ConnectionLimits
+from app.edge.auth import AccessControl, normalize_origin, warn_about_open_kinds
+from app.edge.connlog import ConnectionLog
+from app.edge.limits import ConnectionLimits
 
 
 def middleware(settings: Settings) -> list[Middleware]:

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import metrics, queries
-from app.ingest import NIL_SCOPE, parse_uuid
+from app import metrics
+from app.ingest.validation import NIL_SCOPE, parse_uuid
+from app.store import queries
 
 log = logging.getLogger("eventservice.rejected")
 

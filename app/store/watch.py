@@ -16,7 +16,8 @@ from datetime import datetime
 
 import asyncpg
 
-from app import metrics, queries
+from app import metrics
+from app.store import queries
 
 log = logging.getLogger("eventservice.watch")
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import db, metrics, queries
-from app.db import is_data_error
-from app.ingest import Batch
-from app.names import NameCache
+from app import metrics
+from app.ingest.names import NameCache
+from app.ingest.validation import Batch
+from app.store import db, queries
+from app.store.db import is_data_error
 
 log = logging.getLogger("eventservice.writer")
 

@@ -27,7 +27,7 @@ configured token, so the time taken reveals neither a token's content, its
 length, nor which one matched.
 
 Origins (WebSocket handshakes only; CORS for HTTP is Starlette's CORSMiddleware,
-see app/security.py): a handshake with no Origin header (a backend, a mobile
+see app/edge/security.py): a handshake with no Origin header (a backend, a mobile
 app, a CLI) is allowed; one from the service's own host (Origin's host equals
 the Host header) is allowed; otherwise the Origin must be listed in
 ALLOWED_ORIGINS (`*` allows any). Anything else gets a 403 before the socket

@@ -30,9 +30,9 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth import PRINCIPAL_KEY
-from app.ingest import parse_uuid
-from app.sse_response import SSE_BYTES_KEY
+from app.edge.auth import PRINCIPAL_KEY
+from app.ingest.validation import parse_uuid
+from app.stream.response import SSE_BYTES_KEY
 
 log = logging.getLogger("eventservice.conn")
 
@@ -143,7 +143,7 @@ class ConnectionLog:
         self._base(scope, "sse")
         started = time.monotonic()
         status: int | None = None
-        # The stream writes its body below every middleware (app/sse_response.py)
+        # The stream writes its body below every middleware (app/stream/response.py)
         # and adds what it wrote here; error answers still pass counting_send.
         sent = scope[SSE_BYTES_KEY] = [0]
 

@@ -78,7 +78,7 @@ DELETE FROM ingest_batches
 EVENTS_TABLE = "events"
 EVENTS_COPY_COLUMNS = ("session_id", "type", "ts", "name_id", "data")
 
-# Rejected batches (app/rejected.py, schema/002_rejected_batches.sql): kept for
+# Rejected batches (app/ingest/rejected.py, schema/002_rejected_batches.sql): kept for
 # inspection, pruned to the newest $1 rows by id (ids only grow, so "oldest first").
 REJECTED_INSERT = """
 INSERT INTO rejected_batches
@@ -104,7 +104,7 @@ SELECT s.start_ms, s.end_ms, s.event_count, e.position, e.ts, n.name, e.data
  LIMIT $4
 """
 
-# What a cached tree is checked against (app/tree_cache.py).
+# What a cached tree is checked against (app/reads/tree_cache.py).
 SESSION_VERSION = "SELECT start_ms, end_ms, event_count FROM sessions WHERE id = $1"
 
 RECENT_SESSIONS = """
@@ -173,7 +173,7 @@ LISTEN_CHANNEL = "eventservice_events"
 # --- reads: analytics (app/routes/stats.py, schema/004_stats.sql) ------------------
 # A range [from, to) is read as its whole minutes from the rollups ($1, $2) plus its
 # partial edge minutes from the base tables ($3, $4 and $5, $6; (0, 0) when empty),
-# see app/stats.py split_range. Every read of one response runs in one
+# see app/reads/stats.py split_range. Every read of one response runs in one
 # REPEATABLE READ snapshot, so the figures agree with each other.
 STATS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 

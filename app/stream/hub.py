@@ -25,7 +25,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from app import db, metrics, queries, sse_format
+from app import metrics
+from app.store import db, queries
+from app.stream import sse_format
 
 log = logging.getLogger("eventservice.hub")
 

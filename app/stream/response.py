@@ -25,7 +25,7 @@ comment, `AppStatus.should_exit`, and `EventSourceResponse.__call__` itself for
 HEAD (headers, no body, the iterator never started) and for non-HTTP scopes.
 test/unit/test_sse_response.py fails when any of that changes.
 
-The body iterator yields bytes, already framed (app/sse_format.py), and must
+The body iterator yields bytes, already framed (app/stream/sse_format.py), and must
 yield -- `b""` is fine -- whenever `wake` is set with nothing to send, so the
 writer can send a due ping or notice the end of the stream.
 
@@ -33,7 +33,7 @@ Body writes skip the middleware send wrappers: the app records uvicorn's own
 `send` in the scope (RAW_SEND_KEY, app/web.py); the response start still goes
 through every middleware (CORS headers, the connection log's `open` line), and
 the bytes written are added to the counter the connection log keeps in the scope
-(SSE_BYTES_KEY, app/connlog.py) for its `close` line.
+(SSE_BYTES_KEY, app/edge/connlog.py) for its `close` line.
 """
 
 from __future__ import annotations

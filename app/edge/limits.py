@@ -38,10 +38,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.auth import PRINCIPAL_KEY
 from app.config import Settings
+from app.edge.auth import PRINCIPAL_KEY
 from app.errors import error_response
-from app.ingest import Rejection
+from app.ingest.validation import Rejection
 
 log = logging.getLogger("eventservice.limits")
 

@@ -1,6 +1,6 @@
 """The pure half of `/stats/…`: parameters, bucket alignment, percentiles, histogram, funnels.
 
-No I/O here: app/routes/stats.py runs the SQL (app/queries.py) and hands the rows
+No I/O here: app/routes/stats.py runs the SQL (app/store/queries.py) and hands the rows
 to these functions, and test/unit/test_stats.py checks them against brute force.
 
 Conventions shared by every endpoint:

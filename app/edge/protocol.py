@@ -8,7 +8,7 @@ request head -- the first on a connection, and each later one from its first
 byte on -- must be complete within HANDSHAKE_TIMEOUT_SECONDS, else the
 connection is closed. A WebSocket handshake is a request head too, so this is
 also the WebSocket handshake timeout; what a WebSocket does after it opens is
-app.limits' business (the idle timeout).
+app.edge.limits' business (the idle timeout).
 
 Passed to uvicorn as `http=` (a functools.partial carrying the timeout), so it
 works the same in every worker process.

@@ -14,11 +14,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from app import queries
+from app.store import queries
 
 log = logging.getLogger("eventservice.db")
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
 
 
 # SQLSTATE classes meaning "the database is not there right now", as opposed to

@@ -7,7 +7,7 @@ from itertools import islice
 
 import asyncpg
 
-from app import queries
+from app.store import queries
 
 
 class NameCache:

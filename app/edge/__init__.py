@@ -1,0 +1,1 @@
+"""What stands between the network and the flows: tokens, origins, limits, connection logs."""

@@ -1,0 +1,1 @@
+"""The ingest flow: frame -> validation -> group commit -> ACK; names and rejected batches."""

@@ -1,0 +1,1 @@
+"""The database: embedded PostgreSQL, pool, migrations, and every query the service runs."""

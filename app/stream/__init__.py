@@ -1,0 +1,1 @@
+"""The stream flow: NOTIFY -> hub -> per-client buffers -> Server-Sent Events."""
