@@ -20,6 +20,8 @@ from typing import Any
 
 from sse_starlette.sse import AppStatus
 
+from app.background import spawn
+
 log = logging.getLogger("eventservice.lifecycle")
 
 SignalHandler = Callable[[int, FrameType | None], Any]
@@ -74,7 +76,7 @@ def install_signal_handlers(drain: Drain, timeout: float) -> None:
                 forward(signum, frame)  # a second signal: let uvicorn force its way out
                 return
             drain.draining = True
-            loop.call_soon_threadsafe(lambda: loop.create_task(_drain_then(drain, timeout, forward, signum, frame)))
+            loop.call_soon_threadsafe(lambda: spawn("drain", _drain_then(drain, timeout, forward, signum, frame)))
 
         signal.signal(sig, on_signal)
 

@@ -95,22 +95,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
         url = settings.database_url
         assert url is not None
         await db.migrate(url)
-        pool = await db.create_pool(url, settings.pool_min_size, settings.pool_max_size)
-        writer = Writer(
-            pool,
-            NameCache(settings.name_cache_size),
-            settings.writer_max_events,
-            database_url=url,
-            lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
-        )
-        hub = Hub(url, settings.hub_poll_seconds, replay_slots=settings.pool_max_size - 2, timeout=settings.hub_timeout_seconds)
-        rejected = RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes)
-        watch = Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours)
-        try:
-            writer.start()
-            rejected.start()
-            watch.start()
-            await hub.start()
+        # Each component is an async context manager (app/background.py), entered
+        # in the reverse of the order shutdown needs, which `async with` follows on
+        # exit: the writer commits and ACKs what it accepted; the recorder keeps the
+        # last rejected batches (their ERRORs are answered by then); the watch stops;
+        # the hub wakes every stream to end (clients reconnect elsewhere); the pool
+        # closes last. A component that fails to start exits the ones before it.
+        async with (
+            await db.create_pool(url, settings.pool_min_size, settings.pool_max_size) as pool,
+            Hub(
+                url,
+                settings.hub_poll_seconds,
+                replay_slots=settings.pool_max_size - 2,
+                timeout=settings.hub_timeout_seconds,
+            ) as hub,
+            Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
+            RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
+            Writer(
+                pool,
+                NameCache(settings.name_cache_size),
+                settings.writer_max_events,
+                database_url=url,
+                lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
+            ) as writer,
+        ):
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
             trees = TreeCache(settings.tree_cache_bytes)
@@ -118,14 +126,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             _tune_gc()
             yield
-        finally:
-            # Reverse order of creation: commit what was accepted, then stop
-            # fanning out, then release the database.
-            await writer.close()
-            await rejected.close()  # after the last ERROR was answered, before the pool goes
-            await watch.close()
-            await hub.stop()
-            await pool.close()
 
     routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
     routes += openapi.routes

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics
+from app.background import Background, Loop
 from app.ingest.validation import NIL_SCOPE, parse_uuid
 from app.store import queries
 
@@ -92,35 +93,32 @@ def excerpt(frame: str | bytes | None, limit: int) -> tuple[str, int]:
     return head.replace("\x00", "\\u0000"), size
 
 
-class RejectedRecorder:
+class RejectedRecorder(Background):
+    """`async with` it: on exit what is queued is flushed, for at most drain_seconds."""
+
+    # Bounded: shutdown must not hang on a dead database.
+    drain_seconds = 5.0
+
     def __init__(self, pool: asyncpg.Pool, max_rows: int, max_frame_bytes: int) -> None:
+        super().__init__()
         self._pool = pool
         self._max_rows = max_rows
         self._max_frame_bytes = max_frame_bytes
         self._queue: deque[RejectedRow] = deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
         self._log_window = 0.0
         self._logged = 0
         self._suppressed = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="rejected-recorder")
+    def loops(self) -> dict[str, Loop]:
+        return {"rejected-recorder": self._run}
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Flush what is queued (bounded in time: shutdown must not hang on a dead database)."""
-        self._closing = True
-        self._wake.set()
-        if self._task is None:
+    async def _close(self) -> None:
+        if self.drained:
             return
-        try:
-            await asyncio.wait_for(self._task, timeout)
-        except TimeoutError:
-            lost = len(self._queue)
-            if lost:
-                metrics.REJECTED_UNRECORDED.inc(lost)
-                log.warning("rejected batches not recorded at shutdown", extra={"count": lost})
+        lost = len(self._queue)
+        if lost:
+            metrics.REJECTED_UNRECORDED.inc(lost)
+            log.warning("rejected batches not recorded at shutdown", extra={"count": lost})
 
     @property
     def pending(self) -> int:
@@ -179,7 +177,7 @@ class RejectedRecorder:
         backoff = 0.1
         while True:
             if not self._queue:
-                if self._closing:
+                if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()
@@ -188,7 +186,7 @@ class RejectedRecorder:
             try:
                 await self._flush(rows)
             except Exception as exc:  # noqa: BLE001 - any failure: keep the rows and retry
-                if self._closing:
+                if self._stopping:
                     metrics.REJECTED_UNRECORDED.inc(len(self._queue))
                     fields = {"count": len(self._queue), "reason": str(exc)[:300]}
                     log.warning("rejected batches not recorded at shutdown", extra=fields)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics
+from app.background import Background, Loop
 from app.ingest.names import NameCache
 from app.ingest.validation import Batch
 from app.store import db, queries
@@ -51,7 +52,11 @@ class _Pending:
     queued_at: float
 
 
-class Writer:
+class Writer(Background):
+    """`async with` it: on exit it commits and answers everything already submitted, however long that takes."""
+
+    drain_seconds = None
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -61,6 +66,7 @@ class Writer:
         database_url: str,
         lock_timeout_seconds: float = 10.0,
     ) -> None:
+        super().__init__()
         self._pool = pool
         self._database_url = database_url
         # A batch waits at most this long for the insert lock (a plain-SQL
@@ -72,23 +78,13 @@ class Writer:
         self._names = names
         self._max_events = max_events
         self._queue: deque[_Pending] = deque()
-        self._wake = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="writer")
-
-    async def close(self) -> None:
-        """Commit everything already submitted, then stop (graceful shutdown)."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
+    def loops(self) -> dict[str, Loop]:
+        return {"writer": self._run}
 
     def submit(self, batch: Batch) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        if self._closing:
+        if self._stopping:
             future.set_result(Outcome(error="unavailable", message="The server is shutting down; resend to another."))
             return future
         self._queue.append(_Pending(batch, future, time.perf_counter()))
@@ -98,7 +94,7 @@ class Writer:
     async def _run(self) -> None:
         while True:
             if not self._queue:
-                if self._closing:
+                if self._stopping:
                     return
                 self._wake.clear()
                 await self._wake.wait()

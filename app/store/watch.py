@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from app import metrics
+from app.background import Background, Loop
 from app.store import queries
 
 log = logging.getLogger("eventservice.watch")
@@ -45,8 +47,11 @@ class LockHolder:
         }
 
 
-class Watch:
+class Watch(Background):
+    """`async with` it: two periodic checks, cancelled on exit (nothing of theirs needs finishing)."""
+
     def __init__(self, pool: asyncpg.Pool, lock_report_seconds: float, retention_hours: float) -> None:
+        super().__init__()
         self._pool = pool
         self._report_after = lock_report_seconds
         self._retention_seconds = retention_hours * 3600
@@ -55,21 +60,14 @@ class Watch:
         self._prune_every = min(max(self._retention_seconds / 10, 1.0), 60.0)
         self.lock_holder: LockHolder | None = None
         self._reported: tuple[int, datetime] | None = None
-        self._tasks: list[asyncio.Task[None]] = []
 
-    def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._every(CHECK_SECONDS, self.check_lock), name="watch-lock"),
-            asyncio.create_task(self._every(self._prune_every, self.prune_batch_ids), name="watch-prune"),
-        ]
+    def loops(self) -> dict[str, Loop]:
+        return {
+            "watch-lock": lambda: self._every(CHECK_SECONDS, self.check_lock),
+            "watch-prune": lambda: self._every(self._prune_every, self.prune_batch_ids),
+        }
 
-    async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _every(self, seconds: float, check: object) -> None:
-        assert callable(check)
+    async def _every(self, seconds: float, check: Callable[[], Awaitable[object]]) -> None:
         while True:
             try:
                 await check()

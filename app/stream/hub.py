@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics
+from app.background import Background, Loop
 from app.store import db, queries
 from app.stream import sse_format
 
@@ -156,16 +157,16 @@ def item_from_row(row: asyncpg.Record | tuple) -> Item:
     return Item(row[0], row[1], row[2], row[4], sse_format.message(tuple(row)))  # type: ignore[arg-type]
 
 
-class Hub:
+class Hub(Background):
+    """`async with` it: on entry the LISTEN connection is up; on exit every subscriber is woken to end its stream."""
+
     def __init__(self, database_url: str, poll_seconds: float, replay_slots: int, timeout: float = 3.0) -> None:
+        super().__init__()
         self._database_url = database_url
         self._poll_seconds = poll_seconds
         self._timeout = timeout
         self._conn: asyncpg.Connection | None = None
-        self._wake = asyncio.Event()
         self._subscribers: set[Subscriber] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
         self._notified_at: float | None = None
         self._notified_top = 0  # highest position any NOTIFY payload announced
         # Resuming clients read through the shared pool; at most this many at once.
@@ -177,26 +178,23 @@ class Hub:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    async def start(self) -> None:
+    def loops(self) -> dict[str, Loop]:
+        return {"hub": self._run}
+
+    async def _open(self) -> None:
         await self._connect()
         assert self._conn is not None
         bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS, timeout=self._timeout)
         self.base = bounds["base"]
         self.position = bounds["head"] if bounds["head"] is not None else self.base - 1
-        self._task = asyncio.create_task(self._run(), name="hub")
 
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+    async def _close(self) -> None:
         await self._close_connection()
         for sub in list(self._subscribers):
             sub.wake.set()
+
+    async def _recover(self, name: str) -> None:
+        await self._close_connection()  # the restarted loop reconnects and catches up from self.position
 
     def subscribe(self, filters: Filters, limit: int) -> Subscriber:
         # Synchronous on purpose: no await between reading the position and joining
@@ -265,11 +263,8 @@ class Hub:
                 await self._close_connection()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-            except Exception:  # a bug here must not silently stall every stream
-                log.exception("hub loop failed; restarting in %.2fs", backoff)
-                await self._close_connection()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            # Anything else is a bug: app/background.py logs it and restarts this loop
+            # (after _recover), so it cannot silently stall every stream.
 
     async def _catch_up(self) -> None:
         assert self._conn is not None

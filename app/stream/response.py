@@ -49,6 +49,7 @@ from sse_starlette.sse import AppStatus
 from starlette.types import Receive, Scope, Send
 
 from app import metrics
+from app.background import Background, Loop
 
 # uvicorn's send for this request, stored by the app before any middleware wraps it.
 RAW_SEND_KEY = "eventservice.raw_send"
@@ -206,16 +207,24 @@ class StreamResponse(EventSourceResponse):
             self._writer.cancel()
 
 
-class _Sweeper:
-    """One per event loop: pings, stalled writes and shutdown for every stream at once."""
+class _Sweeper(Background):
+    """One per event loop: pings, stalled writes and shutdown for every stream at once.
+
+    Not entered by the lifespan: it starts with the loop's first stream and its
+    loop returns with the last one (an idle server does not tick), which is also
+    how it ends at shutdown, once the drain has ended every stream.
+    """
 
     _current: _Sweeper | None = None
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self.loop = loop
         self.streams: set[StreamResponse] = set()
         self.tick = _MAX_TICK
-        self.task: asyncio.Task[None] | None = None
+
+    def loops(self) -> dict[str, Loop]:
+        return {"sse-sweeper": self._run}
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop) -> _Sweeper:
@@ -234,19 +243,17 @@ class _Sweeper:
         self.streams.add(stream)
         if AppStatus.should_exit:
             stream.end()
-        if self.task is None:
-            self.task = self.loop.create_task(self._run(), name="sse-sweeper")
+        self.start()  # a no-op while the loop runs
 
     def discard(self, stream: StreamResponse) -> None:
         self.streams.discard(stream)
 
     async def _run(self) -> None:
-        try:
-            while self.streams:
-                await asyncio.sleep(self.tick)
-                self.sweep()
-        finally:
-            self.task = None
+        # No await between the last check and returning: a stream added meanwhile
+        # finds the task either still running or done, and start() restarts it.
+        while self.streams:
+            await asyncio.sleep(self.tick)
+            self.sweep()
 
     def sweep(self) -> None:
         now = self.loop.time()
