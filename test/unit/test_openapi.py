@@ -21,7 +21,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 def _document(settings: Settings) -> dict[str, Any]:
-    return document(settings)
+    return document(secured=bool(settings.read_tokens))
 
 
 def _regenerate() -> None:
