@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -30,7 +31,7 @@ def _request(path: str, method: str = "GET") -> Request:
 
 def _body(response: Response) -> dict[str, Any]:
     assert response.media_type == "application/json"
-    doc = orjson.loads(response.body)
+    doc: dict[str, Any] = orjson.loads(response.body)
     assert set(doc) == {"error", "message"}, "exactly the two documented fields"
     assert isinstance(doc["message"], str) and doc["message"]
     return doc
@@ -132,8 +133,8 @@ class _Socket:
     async def receive(self) -> dict[str, Any]:
         return {"type": "websocket.connect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        self.sent.append(dict(message))
 
 
 def _deny(denial: bool) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import pytest
@@ -19,7 +20,7 @@ async def test_run_with_no_connections_returns_at_once_and_marks_draining() -> N
 async def test_run_asks_every_connection_and_waits_until_the_last_unregisters() -> None:
     drain = Drain()
     stopped: list[str] = []
-    unregister = {name: drain.register(lambda name=name: stopped.append(name)) for name in ("a", "b", "c")}
+    unregister = {name: drain.register(functools.partial(stopped.append, name)) for name in ("a", "b", "c")}
     run = asyncio.ensure_future(drain.run(timeout=30))
     await asyncio.sleep(0)
     assert sorted(stopped) == ["a", "b", "c"]
