@@ -23,7 +23,7 @@ def test_the_holder_has_exactly_the_documented_fields_with_their_types() -> None
     schema = document(secured=False)["components"]["schemas"]["Ready"]["properties"]["lock_holder"]["properties"]
     doc = orjson.loads(orjson.dumps(HOLDER.as_json()))
     assert set(doc) == set(schema)
-    json_type = {"integer": int, "string": str, "number": (int, float)}
+    json_type: dict[str, type | tuple[type, ...]] = {"integer": int, "string": str, "number": (int, float)}
     for key, value in doc.items():
         assert isinstance(value, json_type[schema[key]["type"]]), key
 
