@@ -290,9 +290,9 @@ _COMPONENTS: dict[str, Any] = {
 }
 
 
-def document(settings: Settings) -> dict[str, Any]:
-    secured = bool(settings.read_tokens)
-    paths: dict[str, Any] = {
+def _health_paths() -> dict[str, Any]:
+    """Liveness and readiness: always open, for load balancers and orchestrators."""
+    return {
         "/healthcheck": {
             "get": {
                 "summary": "Liveness: the process answers",
@@ -313,6 +313,12 @@ def document(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def _session_paths(secured: bool) -> dict[str, Any]:
+    """One session as a tree, optionally paged."""
+    return {
         "/session/{session_id}": {
             "get": _read(
                 {
@@ -343,6 +349,12 @@ def document(settings: Settings) -> dict[str, Any]:
                 secured,
             )
         },
+    }
+
+
+def _sessions_paths(secured: bool) -> dict[str, Any]:
+    """The list of recently first-seen sessions."""
+    return {
         "/sessions": {
             "get": _read(
                 {
@@ -370,6 +382,12 @@ def document(settings: Settings) -> dict[str, Any]:
                 secured,
             )
         },
+    }
+
+
+def _stream_paths(secured: bool) -> dict[str, Any]:
+    """The live SSE stream of every entry, with its filters and resume position."""
+    return {
         "/database_events": {
             "get": _read(
                 {
@@ -418,6 +436,12 @@ def document(settings: Settings) -> dict[str, Any]:
                 secured,
             )
         },
+    }
+
+
+def _metrics_paths(secured: bool) -> dict[str, Any]:
+    """Prometheus metrics: a read endpoint like the others."""
+    return {
         "/metrics": {
             "get": _read(
                 {
@@ -428,7 +452,12 @@ def document(settings: Settings) -> dict[str, Any]:
                 secured,
             )
         },
-        **_stats_paths(secured),
+    }
+
+
+def _self_paths() -> dict[str, Any]:
+    """This document and the monitor page: always open."""
+    return {
         "/openapi.json": {
             "get": {
                 "summary": "This document",
@@ -443,6 +472,19 @@ def document(settings: Settings) -> dict[str, Any]:
                 "responses": {"200": _text("The page", "text/html")},
             }
         },
+    }
+
+
+def document(*, secured: bool) -> dict[str, Any]:
+    """The whole document; `secured` is whether READ_TOKENS is set (read endpoints then require a token)."""
+    paths: dict[str, Any] = {
+        **_health_paths(),
+        **_session_paths(secured),
+        **_sessions_paths(secured),
+        **_stream_paths(secured),
+        **_metrics_paths(secured),
+        **_stats_paths(secured),
+        **_self_paths(),
     }
     return {
         "openapi": "3.1.0",
@@ -460,7 +502,7 @@ def document(settings: Settings) -> dict[str, Any]:
 
 async def openapi(request: Request) -> Response:
     settings: Settings = request.app.state.services.settings
-    return Response(orjson.dumps(document(settings)), media_type="application/json")
+    return Response(orjson.dumps(document(secured=bool(settings.read_tokens))), media_type="application/json")
 
 
 routes = [Route("/openapi.json", openapi, methods=["GET"])]
