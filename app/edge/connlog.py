@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.edge.auth import PRINCIPAL_KEY
-from app.ingest.validation import parse_uuid
+from app.ids import parse_uuid
 from app.stream.response import SSE_BYTES_KEY
 
 log = logging.getLogger("eventservice.conn")

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics
-from app.ingest.validation import NIL_SCOPE, parse_uuid
 from app.store import queries
 
 log = logging.getLogger("eventservice.rejected")
@@ -143,7 +142,7 @@ class RejectedRecorder:
         row = RejectedRow(
             received_at=dt.datetime.now(dt.UTC),
             connection=connection,
-            session_id=None if session_id == NIL_SCOPE else parse_uuid(session_id),
+            session_id=session_id,
             batch=batch,
             batch_id=batch_id,
             error=error,

@@ -23,7 +23,8 @@ from starlette.routing import Route
 
 from app import metrics
 from app.errors import error_response
-from app.ingest.validation import ENTRY_TYPES, parse_uuid
+from app.ids import parse_uuid
+from app.ingest.validation import ENTRY_TYPES
 from app.params import bounded_int
 from app.services import Services
 from app.store import queries

@@ -21,8 +21,9 @@ from app import metrics
 from app.edge import limits
 from app.edge.connlog import connection_id
 from app.errors import deny_websocket, error_response
+from app.ids import parse_uuid
 from app.ingest.rejected import RejectedRecorder
-from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame
 from app.ingest.writer import Outcome
 from app.lifecycle import Drain
 from app.services import Services
@@ -198,7 +199,7 @@ async def _answer(
                     frame=frame,
                     batch=batch.number,
                     batch_id=batch.batch_id,
-                    session_id=batch.scope,
+                    session_id=batch.session_id,
                     connection=connection_id(websocket.scope),
                 )
                 metrics.BATCHES.labels(outcome.error).inc()
