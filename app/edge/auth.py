@@ -41,7 +41,7 @@ import enum
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.responses import Response
@@ -49,7 +49,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.config import Settings
 from app.errors import deny_websocket, error_response
 
 log = logging.getLogger("eventservice.auth")
@@ -166,14 +165,24 @@ class OriginPolicy:
 
 
 class AccessControl:
-    """The ASGI middleware: Origin check for WebSockets, then the token check per kind."""
+    """The ASGI middleware: Origin check for WebSockets, then the token check per kind.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    An empty token list leaves its kind open; an empty origin list allows only
+    handshakes without Origin and those from the service's own host.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        ingest_tokens: Sequence[str] = (),
+        read_tokens: Sequence[str] = (),
+        allowed_origins: Sequence[str] = (),
+    ) -> None:
         self.app = app
-        self.origins = OriginPolicy(settings.allowed_origins)
+        self.origins = OriginPolicy(allowed_origins)
         self.tokens = {
-            Kind.INGEST: TokenSet(Kind.INGEST, settings.ingest_tokens),
-            Kind.READ: TokenSet(Kind.READ, settings.read_tokens),
+            Kind.INGEST: TokenSet(Kind.INGEST, ingest_tokens),
+            Kind.READ: TokenSet(Kind.READ, read_tokens),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -224,11 +233,11 @@ async def _deny(scope: Scope, receive: Receive, send: Send, response: Response) 
     await deny_websocket(WebSocket(scope, receive, send), response, bytes(response.body).decode())
 
 
-def warn_about_open_kinds(settings: Settings) -> None:
+def warn_about_open_kinds(ingest_tokens: Sequence[str], read_tokens: Sequence[str]) -> None:
     """A deployment with one token list set leaves the other kind open: say so once."""
-    if settings.ingest_tokens and not settings.read_tokens:
+    if ingest_tokens and not read_tokens:
         log.warning("READ_TOKENS is empty: /session, /sessions, /database_events, /stats and /metrics are open to anyone")
-    elif settings.read_tokens and not settings.ingest_tokens:
+    elif read_tokens and not ingest_tokens:
         log.warning("INGEST_TOKENS is empty: anyone who reaches /ws can write events")
 
 

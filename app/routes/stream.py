@@ -7,6 +7,9 @@ after H. Replay and live never overlap and leave no hole, because H is read and
 the subscription made in one synchronous step, and positions are commit-ordered
 (see schema/001_init.sql). Replays read through the pool, never the hub's
 connection, so one client's replay cannot stall anybody's live stream.
+
+The handler takes the values it uses (StreamOptions), not the settings:
+`endpoint(options)` builds it, `routes(handler)` registers it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from app import metrics
+from app.edge import connlog
 from app.errors import error_response
 from app.ids import parse_uuid
 from app.ingest.validation import ENTRY_TYPES
@@ -64,7 +69,29 @@ def _filters(request: Request) -> Filters | str:
     )
 
 
-async def database_events(request: Request) -> Response:
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """What every stream uses (the SSE_* settings)."""
+
+    client_buffer: int  # messages buffered per client before it is dropped
+    retry_ms: int  # the reconnect delay hinted to EventSource
+    ping_seconds: float  # between keep-alive comments
+    send_timeout_seconds: float  # a write blocked this long drops the client
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(options: StreamOptions) -> Endpoint:
+    """GET /database_events with its options: for the route, and for app/web.py's fast path."""
+
+    async def database_events(request: Request) -> Response:
+        return await _database_events(request, options)
+
+    return database_events
+
+
+async def _database_events(request: Request, options: StreamOptions) -> Response:
     services: Services = request.app.state.services
     filters = _filters(request)
     if isinstance(filters, str):
@@ -89,8 +116,7 @@ async def database_events(request: Request) -> Response:
         return error_response(400, "invalid_tail", f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
 
     hub: Hub = services.hub
-    settings = services.settings
-    subscriber = hub.subscribe(filters, settings.sse_client_buffer)
+    subscriber = hub.subscribe(filters, options.client_buffer)
     metrics.SSE_CLIENTS.inc()
 
     def close() -> None:
@@ -98,7 +124,7 @@ async def database_events(request: Request) -> Response:
         metrics.SSE_CLIENTS.dec()
 
     async def events() -> AsyncIterator[bytes]:
-        yield sse_format.retry(settings.sse_retry_ms)
+        yield sse_format.retry(options.retry_ms)
         floor = subscriber.start_position
         if unreadable:
             metrics.SSE_DROPPED.labels("reset_position").inc()
@@ -125,13 +151,15 @@ async def database_events(request: Request) -> Response:
 
     # The response releases the subscription (close) however the stream ends:
     # HEAD, or a client gone before the first chunk, never starts events().
+    logged = connlog.connection(request.scope)
     return StreamResponse(
         events(),
         wake=subscriber.wake,
         on_close=close,
-        ping=settings.sse_ping_seconds,
-        send_timeout=settings.sse_send_timeout_seconds,
+        ping=options.ping_seconds,
+        send_timeout=options.send_timeout_seconds,
         headers={"Cache-Control": "no-store"},
+        on_written=logged.wrote if logged is not None else None,
     )
 
 
@@ -260,4 +288,5 @@ async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[b
         yield items[0].payload if len(items) == 1 else b"".join([item.payload for item in items])
 
 
-routes = [Route("/database_events", database_events, methods=["GET"])]
+def routes(database_events: Endpoint) -> list[BaseRoute]:
+    return [Route("/database_events", database_events, methods=["GET"])]
