@@ -44,7 +44,7 @@ MAX_TAIL = 10_000
 # How long a resume keeps retrying a replay read the database cannot answer (a
 # restart, a cancelled statement, an exhausted pool) before it ends the stream.
 REPLAY_RETRY_SECONDS = 5.0
-REPLAY_RETRY_PAUSE = 0.25
+REPLAY_RETRY_PAUSE_SECONDS = 0.25
 # A replay page normally takes milliseconds; this only bounds a silent connection.
 REPLAY_QUERY_SECONDS = 30.0
 
@@ -229,9 +229,9 @@ async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args
             if not is_unavailable(exc):
                 log.exception("replay read failed")
                 return None
-        if time.monotonic() + REPLAY_RETRY_PAUSE >= deadline:
+        if time.monotonic() + REPLAY_RETRY_PAUSE_SECONDS >= deadline:
             return None
-        await asyncio.sleep(REPLAY_RETRY_PAUSE)
+        await asyncio.sleep(REPLAY_RETRY_PAUSE_SECONDS)
 
 
 def _tail_count(request: Request) -> int | None:

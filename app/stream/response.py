@@ -54,7 +54,7 @@ from app import metrics
 RAW_SEND_KEY = "eventservice.raw_send"
 
 # How often the sweeper looks at least: AppStatus.should_exit is noticed within this.
-_MAX_TICK = 0.5
+_MAX_TICK_SECONDS = 0.5
 
 
 _SHARED_HEADERS: dict[tuple[tuple[bytes, bytes], ...], list[tuple[bytes, bytes]]] = {}
@@ -215,7 +215,7 @@ class _Sweeper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.streams: set[StreamResponse] = set()
-        self.tick = _MAX_TICK
+        self.tick = _MAX_TICK_SECONDS
         self.task: asyncio.Task[None] | None = None
 
     @classmethod
