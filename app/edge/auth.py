@@ -44,6 +44,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -108,22 +109,15 @@ def presented_token(scope: Scope) -> str | None:
     An Authorization header that is not `Bearer <token>` yields "" (present but
     unusable), so it is refused rather than silently ignored in favour of a query token.
     """
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").strip().partition(" ")
-            return credential.strip() if scheme.lower() == "bearer" else ""
-    query = scope.get("query_string", b"")
+    authorization = Headers(scope=scope).get("authorization")
+    if authorization is not None:
+        scheme, _, credential = authorization.strip().partition(" ")
+        return credential.strip() if scheme.lower() == "bearer" else ""
+    query: bytes = scope.get("query_string", b"")
     if b"token=" in query:
         for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if key == "token":
                 return value
-    return None
-
-
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == wanted:
-            return value.decode("latin-1")
     return None
 
 
@@ -190,8 +184,8 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            origin = _header(scope, b"origin")
-            if not self.origins.allows(origin, _header(scope, b"host")):
+            headers = Headers(scope=scope)
+            if not self.origins.allows(headers.get("origin"), headers.get("host")):
                 metrics.CONNECTIONS_REFUSED.labels("origin").inc()
                 message = "This Origin may not open WebSockets here; the service's ALLOWED_ORIGINS does not list it."
                 await _deny(scope, receive, send, error_response(403, "forbidden_origin", message))

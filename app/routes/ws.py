@@ -30,7 +30,7 @@ from app.errors import deny_websocket, error_response
 from app.ids import parse_uuid
 from app.ingest.rate import ConnectionRate, IngestRateLimiter, RateLimited
 from app.ingest.rejected import RejectedRecorder
-from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame
+from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Problem, Rejection, parse_frame
 from app.ingest.writer import Outcome
 from app.lifecycle import Drain
 from app.services import Services
@@ -276,8 +276,10 @@ def _ack(batch: Batch, outcome: Outcome) -> bytes:
     )
 
 
-def _error(number: int, batch_id: str | None, code: str, message: str, details: list, retry_after_ms: int | None = None) -> bytes:
-    body = {
+def _error(
+    number: int, batch_id: str | None, code: str, message: str, details: list[Problem], retry_after_ms: int | None = None
+) -> bytes:
+    body: dict[str, object] = {
         "type": "ERROR",
         "batch": number,
         "batch_id": batch_id,
