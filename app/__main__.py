@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.graceful_timeout_seconds),
         log_level=settings.log_level,
         access_log=False,
-        log_config=logs.log_config(settings),  # one format, tokens redacted (app/logs.py)
+        # One format, tokens redacted (app/logs.py).
+        log_config=logs.log_config(
+            settings.log_format, settings.log_level, secrets=[*settings.ingest_tokens, *settings.read_tokens]
+        ),
         loop="uvloop",
         http=protocol.with_head_deadline(settings.handshake_timeout_seconds),  # httptools + slowloris deadline
         ws="websockets-sansio",  # the legacy one never reports a 1009 close to the app

@@ -104,7 +104,7 @@ class Settings:
     idle_timeout_seconds: float = setting(
         300.0, INGEST, "seconds a WebSocket may go without sending a frame before it is closed (1001); 0: never", minimum=0
     )
-    # Ingest rate limits (token buckets, batches per second; 0 = off). See app/edge/limits.py.
+    # Ingest rate limits (token buckets, batches per second; 0 = off). See app/ingest/rate.py.
     ingest_rate_per_connection: float = setting(
         0.0, INGEST, "batches per second one WebSocket may send, token bucket; 0: unlimited", minimum=0
     )

@@ -25,8 +25,6 @@ from typing import Any
 
 import orjson
 
-from app.config import Settings
-
 REDACTED = "[redacted]"
 
 _QUERY_TOKEN = re.compile(r"(?i)((?:^|[?&;\s\"'])token=)[^&;\s\"'#\\]*")
@@ -35,7 +33,7 @@ _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")
 
 # Tokens shorter than this are not replaced literally: a one-character "token"
 # would otherwise shred every line. (Such a token is a deployment mistake anyway.)
-_MIN_LITERAL = 6
+_MIN_LITERAL_CHARS = 6
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is
 # printed as a field.
@@ -46,7 +44,7 @@ class Redactor:
     """Removes credentials from a finished log line."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        literal = sorted({s for s in secrets if len(s) >= _MIN_LITERAL}, key=len, reverse=True)
+        literal = sorted({s for s in secrets if len(s) >= _MIN_LITERAL_CHARS}, key=len, reverse=True)
         self._literal = re.compile("|".join(re.escape(s) for s in literal)) if literal else None
 
     def __call__(self, text: str) -> str:
@@ -137,16 +135,17 @@ def _text_value(value: Any) -> str:
     return orjson.dumps(text).decode()
 
 
-def log_config(settings: Settings) -> dict[str, Any]:
+def log_config(log_format: str = "text", log_level: str = "info", secrets: Iterable[str] = ()) -> dict[str, Any]:
     """A logging.config.dictConfig dict for uvicorn's `log_config`.
 
     Every logger, uvicorn's included, writes through one stderr handler with the
-    chosen formatter; uvicorn's access log stays off (one line per request would be
-    noise, and per-connection lines come from app.edge.connlog instead).
+    chosen formatter ("json", else text); uvicorn's access log stays off (one line
+    per request would be noise, and per-connection lines come from app.edge.connlog
+    instead). `secrets` (the configured tokens) are redacted literally from every line.
     """
-    formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
-    level = settings.log_level.upper()
-    secrets = [*settings.ingest_tokens, *settings.read_tokens]
+    formatter = JsonFormatter if log_format == "json" else TextFormatter
+    level = log_level.upper()
+    secrets = list(secrets)
     return {
         "version": 1,
         "disable_existing_loggers": False,

@@ -11,12 +11,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
 from app.config import Settings, load_settings
 from app.edge import security
 from app.ingest.names import NameCache
+from app.ingest.rate import IngestRateLimiter
 from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
@@ -59,12 +61,13 @@ class _StreamFastPath:
     router and get its 405. The route stays registered for the OpenAPI document.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, endpoint: stream.Endpoint) -> None:
         self.app = app
+        self.endpoint = endpoint
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == _SSE_PATH and scope["method"] in ("GET", "HEAD"):
-            response = await stream.database_events(Request(scope, receive))
+            response = await self.endpoint(Request(scope, receive))
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -82,6 +85,34 @@ def _tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def _ingest_routes(settings: Settings) -> list[BaseRoute]:
+    limits = ws.IngestLimits(
+        max_inflight_batches=settings.max_inflight_batches,
+        max_batch_events=settings.max_batch_events,
+        max_data_bytes=settings.max_data_bytes,
+        max_data_depth=settings.max_data_depth,
+    )
+    rates = IngestRateLimiter(
+        rate_per_connection=settings.ingest_rate_per_connection,
+        burst_per_connection=settings.ingest_burst_per_connection,
+        # Per token: only connections that authenticated with one have a principal.
+        rate_per_token=settings.ingest_rate_per_token,
+        burst_per_token=settings.ingest_burst_per_token,
+    )
+    return ws.routes(limits, rates)
+
+
+def _stream_endpoint(settings: Settings) -> stream.Endpoint:
+    return stream.endpoint(
+        stream.StreamOptions(
+            client_buffer=settings.sse_client_buffer,
+            retry_ms=settings.sse_retry_ms,
+            ping_seconds=settings.sse_ping_seconds,
+            send_timeout_seconds=settings.sse_send_timeout_seconds,
+        )
+    )
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -127,11 +158,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
             _tune_gc()
             yield
 
-    routes = [*health.routes, *ws.routes, *session.routes, *sessions.routes, *stream.routes, *metrics.routes, *page.routes]
+    database_events = _stream_endpoint(settings)
+    routes = [*health.routes, *_ingest_routes(settings), *session.routes, *sessions.routes, *stream.routes(database_events)]
+    routes += [*metrics.routes, *page.routes]
     routes += openapi.routes
     routes += stats_routes.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/edge/security.py.
-    middleware = [*security.middleware(settings), Middleware(_StreamFastPath)]
+    edge = security.middleware(
+        ingest_tokens=settings.ingest_tokens,
+        read_tokens=settings.read_tokens,
+        allowed_origins=settings.allowed_origins,
+        max_connections=settings.max_connections,
+        idle_timeout_seconds=settings.idle_timeout_seconds,
+    )
+    middleware = [*edge, Middleware(_StreamFastPath, endpoint=database_events)]
     return _App(
         routes=routes,
         lifespan=lifespan,

@@ -41,15 +41,15 @@ import enum
 import hashlib
 import hmac
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, urlsplit
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.config import Settings
 from app.errors import deny_websocket, error_response
 
 log = logging.getLogger("eventservice.auth")
@@ -109,22 +109,15 @@ def presented_token(scope: Scope) -> str | None:
     An Authorization header that is not `Bearer <token>` yields "" (present but
     unusable), so it is refused rather than silently ignored in favour of a query token.
     """
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            scheme, _, credential = value.decode("latin-1").strip().partition(" ")
-            return credential.strip() if scheme.lower() == "bearer" else ""
-    query = scope.get("query_string", b"")
+    authorization = Headers(scope=scope).get("authorization")
+    if authorization is not None:
+        scheme, _, credential = authorization.strip().partition(" ")
+        return credential.strip() if scheme.lower() == "bearer" else ""
+    query: bytes = scope.get("query_string", b"")
     if b"token=" in query:
         for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if key == "token":
                 return value
-    return None
-
-
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == wanted:
-            return value.decode("latin-1")
     return None
 
 
@@ -166,14 +159,24 @@ class OriginPolicy:
 
 
 class AccessControl:
-    """The ASGI middleware: Origin check for WebSockets, then the token check per kind."""
+    """The ASGI middleware: Origin check for WebSockets, then the token check per kind.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    An empty token list leaves its kind open; an empty origin list allows only
+    handshakes without Origin and those from the service's own host.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        ingest_tokens: Sequence[str] = (),
+        read_tokens: Sequence[str] = (),
+        allowed_origins: Sequence[str] = (),
+    ) -> None:
         self.app = app
-        self.origins = OriginPolicy(settings.allowed_origins)
+        self.origins = OriginPolicy(allowed_origins)
         self.tokens = {
-            Kind.INGEST: TokenSet(Kind.INGEST, settings.ingest_tokens),
-            Kind.READ: TokenSet(Kind.READ, settings.read_tokens),
+            Kind.INGEST: TokenSet(Kind.INGEST, ingest_tokens),
+            Kind.READ: TokenSet(Kind.READ, read_tokens),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -181,8 +184,8 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         if scope["type"] == "websocket":
-            origin = _header(scope, b"origin")
-            if not self.origins.allows(origin, _header(scope, b"host")):
+            headers = Headers(scope=scope)
+            if not self.origins.allows(headers.get("origin"), headers.get("host")):
                 metrics.CONNECTIONS_REFUSED.labels("origin").inc()
                 message = "This Origin may not open WebSockets here; the service's ALLOWED_ORIGINS does not list it."
                 await _deny(scope, receive, send, error_response(403, "forbidden_origin", message))
@@ -224,11 +227,11 @@ async def _deny(scope: Scope, receive: Receive, send: Send, response: Response) 
     await deny_websocket(WebSocket(scope, receive, send), response, bytes(response.body).decode())
 
 
-def warn_about_open_kinds(settings: Settings) -> None:
+def warn_about_open_kinds(ingest_tokens: Sequence[str], read_tokens: Sequence[str]) -> None:
     """A deployment with one token list set leaves the other kind open: say so once."""
-    if settings.ingest_tokens and not settings.read_tokens:
+    if ingest_tokens and not read_tokens:
         log.warning("READ_TOKENS is empty: /session, /sessions, /database_events, /stats and /metrics are open to anyone")
-    elif settings.read_tokens and not settings.ingest_tokens:
+    elif read_tokens and not ingest_tokens:
         log.warning("INGEST_TOKENS is empty: anyone who reaches /ws can write events")
 
 

@@ -3,13 +3,16 @@
 An ASGI middleware, outermost after CORS, so it sees every connection however it
 ends: refused at the edge (origin, token, capacity: one `refused` line with the
 status), or opened and later closed (an `open` line, then a `close` line with
-its duration, counts and close code). Each connection gets a short random id,
-stored in the scope so the other lines about it (rejected batches) carry the
-same `conn` field and can be joined with it.
+its duration, counts and close code). Each connection gets a `Connection`
+record with a short random id, the one value this middleware leaves in the
+scope (CONNECTION_KEY, read with `connection(scope)`): the other lines about the
+connection (rejected batches) carry the same `conn` field, and the route reports
+into it what only the route knows.
 
-Counts come from the ASGI messages themselves, so no route has to report
-anything: frames received, ACKs and ERRORs sent (a reply's first bytes say which)
-for a WebSocket; bytes sent for an SSE stream. Plain HTTP requests get no line
+Frames received and the close code come from the ASGI messages. What a reply
+meant (ACK or ERROR) is the /ws route's to say (`Connection.answered`), and the
+SSE body is written below every middleware (app/stream/response.py), so the
+stream route hands `Connection.wrote` to its response. Plain HTTP requests get no line
 (uvicorn's access log is off, on purpose: one line per request would drown the
 rest); a 5xx answer does get one, as an error.
 
@@ -31,17 +34,39 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.edge.auth import PRINCIPAL_KEY
-from app.ingest.validation import parse_uuid
-from app.stream.response import SSE_BYTES_KEY
+from app.ids import parse_uuid
 
 log = logging.getLogger("eventservice.conn")
 
 CONNECTION_KEY = "eventservice.conn"
-_SSE_PATH = "/database_events"
+SSE_PATH = "/database_events"
 
 
-def connection_id(scope: Scope) -> str | None:
-    """The id of the connection a scope belongs to, for other log lines and rejected rows."""
+class Connection:
+    """One logged connection: its id, and the counts the route reports into it."""
+
+    __slots__ = ("acks", "bytes_sent", "errors", "id")
+
+    def __init__(self) -> None:
+        self.id = secrets.token_hex(4)
+        self.acks = 0
+        self.errors = 0
+        self.bytes_sent = 0
+
+    def answered(self, *, error: bool) -> None:
+        """A WebSocket frame was answered: with an ERROR, or else an ACK."""
+        if error:
+            self.errors += 1
+        else:
+            self.acks += 1
+
+    def wrote(self, size: int) -> None:
+        """Bytes of a response body written where this middleware cannot see them."""
+        self.bytes_sent += size
+
+
+def connection(scope: Scope) -> Connection | None:
+    """The record of the connection a scope belongs to; None without this middleware."""
     return scope.get(CONNECTION_KEY)
 
 
@@ -61,7 +86,7 @@ def _sessions(scope: Scope) -> str | None:
 
 
 def _fields(scope: Scope, kind: str) -> dict[str, Any]:
-    fields: dict[str, Any] = {"conn": scope[CONNECTION_KEY], "kind": kind, "remote": _remote(scope)}
+    fields: dict[str, Any] = {"conn": scope[CONNECTION_KEY].id, "kind": kind, "remote": _remote(scope)}
     if (session := _sessions(scope)) is not None:
         fields["session"] = session
     return fields
@@ -75,47 +100,42 @@ def _sse_fields(scope: Scope, *, opened: bool) -> dict[str, Any]:
 
 
 class ConnectionLog:
-    def __init__(self, app: ASGIApp) -> None:
+    """The ASGI middleware. `sse_path` is the one HTTP path logged as a connection."""
+
+    def __init__(self, app: ASGIApp, sse_path: str = SSE_PATH) -> None:
         self.app = app
+        self.sse_path = sse_path
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: one frame fewer held by every open stream.
         if scope["type"] == "websocket":
             return self._websocket(scope, receive, send)
-        if scope["type"] == "http" and scope["path"] == _SSE_PATH:
+        if scope["type"] == "http" and scope["path"] == self.sse_path:
             return self._sse(scope, receive, send)
         if scope["type"] == "http":
             return self._http(scope, receive, send)
         return self.app(scope, receive, send)
 
-    def _base(self, scope: Scope, kind: str) -> dict[str, Any]:
-        scope[CONNECTION_KEY] = secrets.token_hex(4)
-        return _fields(scope, kind)
-
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        fields = self._base(scope, "ws")
+        record = scope[CONNECTION_KEY] = Connection()
+        fields = _fields(scope, "ws")
         started = time.monotonic()
-        counts = {"frames": 0, "acks": 0, "errors": 0}
+        frames = 0
         state: dict[str, Any] = {"opened": False, "status": None, "code": None}
 
         async def counting_receive() -> Message:
+            nonlocal frames
             message = await receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                counts["frames"] += 1
+                frames += 1
             elif kind == "websocket.disconnect" and state["code"] is None:
                 state["code"] = message.get("code", 1005)
             return message
 
         async def counting_send(message: Message) -> None:
             kind = message["type"]
-            if kind == "websocket.send":
-                text = message.get("text") or ""
-                if text.startswith('{"type":"ACK"'):
-                    counts["acks"] += 1
-                elif text.startswith('{"type":"ERROR"'):
-                    counts["errors"] += 1
-            elif kind == "websocket.accept":
+            if kind == "websocket.accept":
                 state["opened"] = True
                 if (principal := scope.get(PRINCIPAL_KEY)) is not None:
                     fields["principal"] = principal
@@ -133,6 +153,7 @@ class ConnectionLog:
         finally:
             seconds = round(time.monotonic() - started, 3)
             if state["opened"]:
+                counts = {"frames": frames, "acks": record.acks, "errors": record.errors}
                 log.info("ws close", extra={**fields, "seconds": seconds, **counts, "code": state["code"]})
             else:
                 log.warning("ws refused", extra={**fields, "status": state["status"], "code": state["code"]})
@@ -140,12 +161,11 @@ class ConnectionLog:
     async def _sse(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The log fields are built again for the close line rather than kept: every
         # open stream holds this frame, and 10,000 idle streams are the design point.
-        self._base(scope, "sse")
+        # The stream writes its body below every middleware (app/stream/response.py)
+        # and reports what it wrote to the record; error answers pass counting_send.
+        record = scope[CONNECTION_KEY] = Connection()
         started = time.monotonic()
         status: int | None = None
-        # The stream writes its body below every middleware (app/stream/response.py)
-        # and adds what it wrote here; error answers still pass counting_send.
-        sent = scope[SSE_BYTES_KEY] = [0]
 
         async def counting_send(message: Message) -> None:
             nonlocal status
@@ -154,7 +174,7 @@ class ConnectionLog:
                 if status == 200:
                     log.info("sse open", extra=_sse_fields(scope, opened=True))
             elif message["type"] == "http.response.body":
-                sent[0] += len(message.get("body", b""))
+                record.bytes_sent += len(message.get("body", b""))
             await send(message)
 
         try:
@@ -162,7 +182,7 @@ class ConnectionLog:
         finally:
             seconds = round(time.monotonic() - started, 3)
             if status == 200:
-                log.info("sse close", extra={**_sse_fields(scope, opened=True), "seconds": seconds, "bytes": sent[0]})
+                log.info("sse close", extra={**_sse_fields(scope, opened=True), "seconds": seconds, "bytes": record.bytes_sent})
             else:
                 level = logging.ERROR if (status or 500) >= 500 and status != 503 else logging.WARNING
                 log.log(level, "sse refused", extra={**_sse_fields(scope, opened=False), "status": status})
@@ -177,4 +197,4 @@ class ConnectionLog:
         await self.app(scope, receive, watching_send)
 
 
-__all__ = ["CONNECTION_KEY", "ConnectionLog", "connection_id"]
+__all__ = ["CONNECTION_KEY", "SSE_PATH", "Connection", "ConnectionLog", "connection"]

@@ -1,4 +1,4 @@
-"""Bounds on long-lived connections: a cap, an idle timeout, and ingest rate limits.
+"""Bounds on long-lived connections: a cap and an idle timeout.
 
 Why here, as one ASGI middleware around the routes, and not in each route: the
 cap must count WebSockets and SSE streams together (they compete for the same
@@ -16,130 +16,45 @@ hub subscription).
   then closes; this middleware turns that close into 1001 with the reason.
   Protocol pings do not count as frames. SSE streams are not idle-limited:
   their keep-alive comments are the traffic.
-- Rate: token buckets on batches (frames), one per connection
-  (INGEST_RATE_PER_CONNECTION / _BURST_) and one per ingest token shared by all
-  its connections in this process (INGEST_RATE_PER_TOKEN / _BURST_; only when
-  INGEST_TOKENS is set). A frame over either limit is not parsed or stored: it
-  gets an ERROR `rate_limited` with `retry_after_ms`, in order like every other
-  answer, and the connection stays open. Off (0) by default.
 
-All of it is per process: N workers or hosts allow N times the cap and rates.
+Both are per process: N workers or hosts allow N times the cap. The ingest rate
+limits are per frame, so the /ws route checks them (app/ingest/rate.py).
+Nothing here knows the flows: the middleware takes its values as arguments and
+refuses with a Response, like Starlette's TrustedHostMiddleware.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
-from app.config import Settings
-from app.edge.auth import PRINCIPAL_KEY
 from app.errors import error_response
-from app.ingest.validation import Rejection
 
 log = logging.getLogger("eventservice.limits")
 
-RATE_KEY = "eventservice.rate"
 STREAM_PATHS = frozenset({"/ws", "/database_events"})
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GOING_AWAY = 1001
-
-
-class TokenBucket:
-    """`burst` batches at once, refilled at `rate` per second."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self.tokens = float(self.burst)
-        self.stamp = time.monotonic()
-
-    def wait_ms(self, now: float) -> int:
-        """0 when a batch may go now, else milliseconds until it may."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            return 0
-        return max(1, math.ceil((1 - self.tokens) / self.rate * 1000))
-
-    def take(self) -> None:
-        self.tokens -= 1
-
-
-class ConnectionRate:
-    """The buckets one WebSocket draws from: its own and its token's."""
-
-    __slots__ = ("buckets",)
-
-    def __init__(self, buckets: list[TokenBucket]) -> None:
-        self.buckets = buckets
-
-    def admit(self) -> int:
-        """0: go (one batch taken from every bucket); else the retry hint in ms."""
-        now = time.monotonic()
-        wait = max(bucket.wait_ms(now) for bucket in self.buckets)
-        if wait == 0:
-            for bucket in self.buckets:
-                bucket.take()
-        return wait
-
-
-class IngestRateLimiter:
-    """Creates each connection's buckets; holds the per-token ones (one per configured token)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._per_token: dict[str, TokenBucket] = {}
-
-    def for_connection(self, principal: str | None) -> ConnectionRate | None:
-        s = self._settings
-        buckets: list[TokenBucket] = []
-        if s.ingest_rate_per_connection > 0:
-            buckets.append(TokenBucket(s.ingest_rate_per_connection, s.ingest_burst_per_connection))
-        if s.ingest_rate_per_token > 0 and principal is not None:
-            bucket = self._per_token.get(principal)
-            if bucket is None:
-                # Keys are "ingest#<index>": bounded by the number of configured tokens.
-                bucket = self._per_token[principal] = TokenBucket(s.ingest_rate_per_token, s.ingest_burst_per_token)
-            buckets.append(bucket)
-        return ConnectionRate(buckets) if buckets else None
-
-
-@dataclass(slots=True)
-class RateLimited(Rejection):
-    """A frame refused by a rate limit; its ERROR carries retry_after_ms."""
-
-    retry_after_ms: int = 0
-
-
-def admit_batch(scope: Scope, number: int) -> RateLimited | None:
-    """For the /ws reader, before parsing a frame: None to go on, or the rejection to answer."""
-    rate: ConnectionRate | None = scope.get(RATE_KEY)
-    if rate is None:
-        return None
-    wait = rate.admit()
-    if wait == 0:
-        return None
-    message = f"Too many batches: this connection or its token is over its rate limit; send again in {wait} ms."
-    return RateLimited(number, None, "rate_limited", message, retry_after_ms=wait)
+MAX_CONNECTIONS = 20_000  # per process, /ws and /database_events together
+IDLE_TIMEOUT_SECONDS = 300.0  # without a frame; 0: never
 
 
 class ConnectionLimits:
-    """The ASGI middleware: cap on /ws + /database_events, idle timeout and rate buckets for /ws."""
+    """The ASGI middleware: cap on /ws + /database_events, idle timeout for /ws."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
+    ) -> None:
         self.app = app
-        self.max_connections = settings.max_connections
-        self.idle_timeout = settings.idle_timeout_seconds
-        self.rates = IngestRateLimiter(settings)
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout_seconds
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -153,7 +68,6 @@ class ConnectionLimits:
         self.active += 1
         try:
             if scope["type"] == "websocket":
-                scope[RATE_KEY] = self.rates.for_connection(scope.get(PRINCIPAL_KEY))
                 await self._websocket(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
@@ -210,12 +124,4 @@ class ConnectionLimits:
                 log.debug("idle close after the route ended failed: %r", exc)
 
 
-__all__ = [
-    "RATE_KEY",
-    "ConnectionLimits",
-    "ConnectionRate",
-    "IngestRateLimiter",
-    "RateLimited",
-    "TokenBucket",
-    "admit_batch",
-]
+__all__ = ["ConnectionLimits"]

@@ -9,29 +9,40 @@
 2. ConnectionLog (app/edge/connlog.py): sees every WebSocket/SSE connection, refused
    or not, and gives it the id the other lines use.
 3. AccessControl (app/edge/auth.py): Origin for WebSockets, then tokens per endpoint kind.
-4. ConnectionLimits (app/edge/limits.py): the cap, the WebSocket idle timeout and the
-   ingest rate buckets -- after authentication, so an unauthenticated client
-   can never take a slot of the cap.
+4. ConnectionLimits (app/edge/limits.py): the cap and the WebSocket idle timeout --
+   after authentication, so an unauthenticated client can never take a slot of
+   the cap. (The ingest rate limits are per frame: the /ws route checks them.)
+
+Each middleware gets the values it uses, and so does this function: nothing in
+app/edge reads the settings or imports a flow.
 
 The request-head deadline (slowloris) lives below ASGI, in app/edge/protocol.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from app.config import Settings
 from app.edge.auth import AccessControl, normalize_origin, warn_about_open_kinds
 from app.edge.connlog import ConnectionLog
-from app.edge.limits import ConnectionLimits
+from app.edge.limits import IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS, ConnectionLimits
 
 
-def middleware(settings: Settings) -> list[Middleware]:
-    warn_about_open_kinds(settings)
+def middleware(
+    *,
+    ingest_tokens: Sequence[str] = (),
+    read_tokens: Sequence[str] = (),
+    allowed_origins: Sequence[str] = (),
+    max_connections: int = MAX_CONNECTIONS,
+    idle_timeout_seconds: float = IDLE_TIMEOUT_SECONDS,
+) -> list[Middleware]:
+    warn_about_open_kinds(ingest_tokens, read_tokens)
     stack: list[Middleware] = []
-    if settings.allowed_origins:
-        origins = ["*"] if "*" in settings.allowed_origins else [normalize_origin(o) for o in settings.allowed_origins]
+    if allowed_origins:
+        origins = ["*"] if "*" in allowed_origins else [normalize_origin(o) for o in allowed_origins]
         stack.append(
             Middleware(
                 CORSMiddleware,
@@ -44,8 +55,13 @@ def middleware(settings: Settings) -> list[Middleware]:
         )
     stack += [
         Middleware(ConnectionLog),
-        Middleware(AccessControl, settings=settings),
-        Middleware(ConnectionLimits, settings=settings),
+        Middleware(
+            AccessControl,
+            ingest_tokens=ingest_tokens,
+            read_tokens=read_tokens,
+            allowed_origins=allowed_origins,
+        ),
+        Middleware(ConnectionLimits, max_connections=max_connections, idle_timeout_seconds=idle_timeout_seconds),
     ]
     return stack
 

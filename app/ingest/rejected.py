@@ -36,7 +36,6 @@ import asyncpg
 
 from app import metrics
 from app.background import Background, Loop
-from app.ingest.validation import NIL_SCOPE, parse_uuid
 from app.store import queries
 
 log = logging.getLogger("eventservice.rejected")
@@ -141,7 +140,7 @@ class RejectedRecorder(Background):
         row = RejectedRow(
             received_at=dt.datetime.now(dt.UTC),
             connection=connection,
-            session_id=None if session_id == NIL_SCOPE else parse_uuid(session_id),
+            session_id=session_id,
             batch=batch,
             batch_id=batch_id,
             error=error,

@@ -27,6 +27,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.ids import known_uuid, parse_uuid
+
 ENTRY_TYPES = ("SESSION_START", "EVENT", "SESSION_END")
 _ENTRY_TYPE_SET = frozenset(ENTRY_TYPES)
 MAX_TIMESTAMP_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z, exclusive
@@ -38,9 +40,7 @@ TIMESTAMP_UNITS: dict[str, TimestampUnit] = {"auto": "auto", "ms": "ms", "s": "s
 MAX_NAME_CHARS = 255
 MAX_BATCH_ID_CHARS = 64
 MAX_DETAILS = 50
-NIL_SCOPE = "00000000-0000-0000-0000-000000000000"
 
-_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 # RFC 3339 section 5.6 date-time, exactly: "T" and "Z" in either case, a zone always,
 # the offset with a colon. [0-9], not \d, which would admit other scripts' digits.
@@ -49,29 +49,6 @@ _RFC3339_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:([0-9
 # date-times share a few. Bounded: cleared when full.
 _MINUTE_CACHE: dict[str, int] = {}
 _MINUTE_CACHE_SIZE = 4096
-
-_UUID_CACHE: dict[str, str] = {}
-_UUID_CACHE_SIZE = 65_536
-
-
-def parse_uuid(value: object) -> str | None:
-    """Canonical lower-case form of a hyphenated UUID, or None when it is not one.
-
-    A relay repeats the same few session ids in every event; the regex was ~12% of
-    ingest CPU, a dict hit is a fraction of that. Bounded: cleared when full.
-    """
-    if not isinstance(value, str):
-        return None
-    known = _UUID_CACHE.get(value)
-    if known is not None:
-        return known
-    if len(value) == 36 and _UUID_RE.fullmatch(value):
-        if len(_UUID_CACHE) >= _UUID_CACHE_SIZE:
-            _UUID_CACHE.clear()
-        canonical = _UUID_CACHE[value] = value.lower()
-        return canonical
-    return None
-
 
 # An entry as the write path wants it, in COPY column order except that the name
 # is still text: (session_id, type, timestamp_ms, name or None, data JSON text or None).
@@ -92,7 +69,7 @@ class Problem:
 class Batch:
     number: int
     batch_id: str | None
-    scope: str
+    session_id: str | None  # the connection's sessionId, None in relay mode (app/ids.py)
     entries: list[Entry]
     raw_size: int = 0
 
@@ -191,7 +168,7 @@ def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Ba
     entries = _fast_entries(events, rules)
     if entries is None:
         return _slow(frame, number, rules)
-    return Batch(number, batch_id, rules.session_id or NIL_SCOPE, entries, len(frame))
+    return Batch(number, batch_id, rules.session_id, entries, len(frame))
 
 
 def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: FrameRules) -> list[Entry] | None:
@@ -206,7 +183,7 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
     scale = 1000 if unit == "s" else 1
     max_bytes = rules.max_data_bytes
     max_depth = rules.max_data_depth
-    known_uuid = _UUID_CACHE.get
+    known = known_uuid
     encode = _ENCODER.encode
     entries: list[Entry] = []
     append = entries.append
@@ -225,7 +202,7 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
                     return None
                 session_id = session
             else:
-                canonical = known_uuid(session_id)
+                canonical = known(session_id)
                 session_id = _session_id(session_id, session) if canonical is None else canonical
                 if session is not None and session_id != session:
                     return None
@@ -296,7 +273,7 @@ def _slow(frame: str, number: int, rules: FrameRules) -> Batch | Rejection:
     if not invalid:
         # msgspec refused what the rules allow, e.g. a lone surrogate in a field the
         # service ignores: the plain reading decides, with the same checks.
-        return Batch(number, batch_id, rules.session_id or NIL_SCOPE, entries, len(frame))
+        return Batch(number, batch_id, rules.session_id, entries, len(frame))
     if mismatch_only:
         return Rejection(
             number, batch_id, "session_mismatch", "Events carry a session_id other than the connection's sessionId.", details

@@ -172,7 +172,7 @@ class Writer(Background):
             for i, pending in enumerate(group):
                 b = pending.batch
                 if b.batch_id is not None:
-                    claims.setdefault((b.scope, b.batch_id), i)
+                    claims.setdefault(_claim_key(b.session_id, b.batch_id), i)
             await conn.execute("BEGIN", timeout=timeout)
             xid: int = await conn.fetchval(queries.BEGIN_WRITE, self._lock_timeout, timeout=timeout)
             fresh: set[tuple[str, str]] = set()
@@ -191,7 +191,7 @@ class Writer(Background):
             for i, pending in enumerate(group):
                 b = pending.batch
                 if b.batch_id is not None:
-                    key = (b.scope, b.batch_id)
+                    key = _claim_key(b.session_id, b.batch_id)
                     if key not in fresh or claims[key] != i:
                         outcomes.append(Outcome(duplicate=True))
                         continue
@@ -261,6 +261,17 @@ class Writer(Background):
             finally:
                 conn.terminate()
         return None
+
+
+# ingest_batches.scope is NOT NULL (part of the primary key): a connection without
+# a sessionId claims its batch ids under the nil UUID. The only place "no session"
+# (None everywhere else, app/ids.py) takes another form.
+NO_SESSION_SCOPE = "00000000-0000-0000-0000-000000000000"
+
+
+def _claim_key(session_id: str | None, batch_id: str) -> tuple[str, str]:
+    """The (scope, batch_id) key of ingest_batches, as the database returns it."""
+    return (session_id or NO_SESSION_SCOPE, batch_id)
 
 
 class _CommitUnknown(Exception):

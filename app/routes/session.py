@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from app.errors import error_response, unavailable_response
-from app.ingest.validation import parse_uuid
+from app.ids import parse_uuid
 from app.params import bounded_int
 from app.reads.tree_cache import TreeCache, Version
 from app.services import Services

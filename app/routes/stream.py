@@ -7,6 +7,9 @@ after H. Replay and live never overlap and leave no hole, because H is read and
 the subscription made in one synchronous step, and positions are commit-ordered
 (see schema/001_init.sql). Replays read through the pool, never the hub's
 connection, so one client's replay cannot stall anybody's live stream.
+
+The handler takes the values it uses (StreamOptions), not the settings:
+`endpoint(options)` builds it, `routes(handler)` registers it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from app import metrics
+from app.edge import connlog
 from app.errors import error_response
-from app.ingest.validation import ENTRY_TYPES, parse_uuid
+from app.ids import parse_uuid
+from app.ingest.validation import ENTRY_TYPES
 from app.params import bounded_int
 from app.services import Services
 from app.store import queries
@@ -38,7 +44,7 @@ MAX_TAIL = 10_000
 # How long a resume keeps retrying a replay read the database cannot answer (a
 # restart, a cancelled statement, an exhausted pool) before it ends the stream.
 REPLAY_RETRY_SECONDS = 5.0
-REPLAY_RETRY_PAUSE = 0.25
+REPLAY_RETRY_PAUSE_SECONDS = 0.25
 # A replay page normally takes milliseconds; this only bounds a silent connection.
 REPLAY_QUERY_SECONDS = 30.0
 
@@ -63,7 +69,29 @@ def _filters(request: Request) -> Filters | str:
     )
 
 
-async def database_events(request: Request) -> Response:
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """What every stream uses (the SSE_* settings)."""
+
+    client_buffer: int  # messages buffered per client before it is dropped
+    retry_ms: int  # the reconnect delay hinted to EventSource
+    ping_seconds: float  # between keep-alive comments
+    send_timeout_seconds: float  # a write blocked this long drops the client
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(options: StreamOptions) -> Endpoint:
+    """GET /database_events with its options: for the route, and for app/web.py's fast path."""
+
+    async def database_events(request: Request) -> Response:
+        return await _database_events(request, options)
+
+    return database_events
+
+
+async def _database_events(request: Request, options: StreamOptions) -> Response:
     services: Services = request.app.state.services
     filters = _filters(request)
     if isinstance(filters, str):
@@ -88,8 +116,7 @@ async def database_events(request: Request) -> Response:
         return error_response(400, "invalid_tail", f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
 
     hub: Hub = services.hub
-    settings = services.settings
-    subscriber = hub.subscribe(filters, settings.sse_client_buffer)
+    subscriber = hub.subscribe(filters, options.client_buffer)
     metrics.SSE_CLIENTS.inc()
 
     def close() -> None:
@@ -97,7 +124,7 @@ async def database_events(request: Request) -> Response:
         metrics.SSE_CLIENTS.dec()
 
     async def events() -> AsyncIterator[bytes]:
-        yield sse_format.retry(settings.sse_retry_ms)
+        yield sse_format.retry(options.retry_ms)
         floor = subscriber.start_position
         if unreadable:
             metrics.SSE_DROPPED.labels("reset_position").inc()
@@ -124,13 +151,15 @@ async def database_events(request: Request) -> Response:
 
     # The response releases the subscription (close) however the stream ends:
     # HEAD, or a client gone before the first chunk, never starts events().
+    logged = connlog.connection(request.scope)
     return StreamResponse(
         events(),
         wake=subscriber.wake,
         on_close=close,
-        ping=settings.sse_ping_seconds,
-        send_timeout=settings.sse_send_timeout_seconds,
+        ping=options.ping_seconds,
+        send_timeout=options.send_timeout_seconds,
         headers={"Cache-Control": "no-store"},
+        on_written=logged.wrote if logged is not None else None,
     )
 
 
@@ -200,9 +229,9 @@ async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args
             if not is_unavailable(exc):
                 log.exception("replay read failed")
                 return None
-        if time.monotonic() + REPLAY_RETRY_PAUSE >= deadline:
+        if time.monotonic() + REPLAY_RETRY_PAUSE_SECONDS >= deadline:
             return None
-        await asyncio.sleep(REPLAY_RETRY_PAUSE)
+        await asyncio.sleep(REPLAY_RETRY_PAUSE_SECONDS)
 
 
 def _tail_count(request: Request) -> int | None:
@@ -259,4 +288,5 @@ async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[b
         yield items[0].payload if len(items) == 1 else b"".join([item.payload for item in items])
 
 
-routes = [Route("/database_events", database_events, methods=["GET"])]
+def routes(database_events: Endpoint) -> list[BaseRoute]:
+    return [Route("/database_events", database_events, methods=["GET"])]

@@ -4,6 +4,11 @@ Reading and answering are two tasks joined by a bounded queue: the reader
 validates and submits frames while earlier ones commit (pipelining), and when
 max_inflight_batches are waiting it stops reading, so TCP pushes back on a fast
 client instead of the server's memory growing.
+
+The route owns its rate limiter (app/ingest/rate.py): a frame is checked before
+it is parsed, against its connection's bucket and its token's (shared by every
+connection of that token in this process). `routes(...)` takes the values the
+route uses, not the settings.
 """
 
 from __future__ import annotations
@@ -12,17 +17,20 @@ import asyncio
 import contextlib
 import difflib
 import logging
+from dataclasses import dataclass
 
 import orjson
-from starlette.routing import WebSocketRoute
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app import metrics
-from app.edge import limits
-from app.edge.connlog import connection_id
+from app.edge import connlog
+from app.edge.auth import PRINCIPAL_KEY
 from app.errors import deny_websocket, error_response
+from app.ids import parse_uuid
+from app.ingest.rate import ConnectionRate, IngestRateLimiter, RateLimited
 from app.ingest.rejected import RejectedRecorder
-from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Rejection, parse_frame, parse_uuid
+from app.ingest.validation import TIMESTAMP_UNITS, Batch, FrameRules, Problem, Rejection, parse_frame
 from app.ingest.writer import Outcome
 from app.lifecycle import Drain
 from app.services import Services
@@ -30,7 +38,8 @@ from app.services import Services
 log = logging.getLogger("eventservice.ws")
 
 # A submitted batch keeps its raw frame until answered: an ERROR keeps it in rejected_batches.
-Pending = tuple[Batch, "asyncio.Future[Outcome]", str | bytes | None] | Rejection | None
+Submitted = tuple[Batch, "asyncio.Future[Outcome]", str | bytes | None]
+Pending = Submitted | Rejection | None  # None: no more frames
 
 
 async def _refuse(websocket: WebSocket, code: str, message: str, status: int = 400) -> None:
@@ -61,7 +70,17 @@ def unknown_parameter(names: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    """What one /ws connection may send (the settings of the same names)."""
+
+    max_inflight_batches: int
+    max_batch_events: int
+    max_data_bytes: int
+    max_data_depth: int
+
+
+def _rules(websocket: WebSocket, limits: IngestLimits) -> FrameRules | tuple[str, str]:
     params = websocket.query_params
     session_id = None
     if "sessionId" in params:
@@ -71,17 +90,30 @@ def _rules(websocket: WebSocket, services: Services) -> FrameRules | tuple[str, 
     unit = params.get("timestampUnit", "auto")
     if unit not in TIMESTAMP_UNITS:
         return ("invalid_timestamp_unit", "timestampUnit must be auto (the default: seconds below 100000000000), ms or s.")
-    s = services.settings
     return FrameRules(
         session_id=session_id,
         timestamp_unit=TIMESTAMP_UNITS[unit],
-        max_batch_events=s.max_batch_events,
-        max_data_bytes=s.max_data_bytes,
-        max_data_depth=s.max_data_depth,
+        max_batch_events=limits.max_batch_events,
+        max_data_bytes=limits.max_data_bytes,
+        max_data_depth=limits.max_data_depth,
     )
 
 
-async def ingest(websocket: WebSocket) -> None:
+@dataclass(frozen=True, slots=True)
+class _Connection:
+    """What the reader and the answerer of one connection share."""
+
+    rules: FrameRules
+    rate: ConnectionRate | None
+    log: connlog.Connection | None  # the connection log's record: its id, and our answers
+
+    @property
+    def id(self) -> str | None:
+        """The connection log's id, which rejected batches carry to be joined with it."""
+        return self.log.id if self.log is not None else None
+
+
+async def ingest(websocket: WebSocket, limits: IngestLimits, rates: IngestRateLimiter) -> None:
     services: Services = websocket.app.state.services
     if services.drain.draining:
         await _refuse(websocket, "shutting_down", "The server is shutting down; connect again.", status=503)
@@ -90,16 +122,18 @@ async def ingest(websocket: WebSocket) -> None:
     if unknown is not None:
         await _refuse(websocket, *unknown)
         return
-    rules = _rules(websocket, services)
+    rules = _rules(websocket, limits)
     if isinstance(rules, tuple):
         await _refuse(websocket, *rules)
         return
+    scope = websocket.scope
+    conn = _Connection(rules, rates.for_connection(scope.get(PRINCIPAL_KEY)), connlog.connection(scope))
     await websocket.accept()
     metrics.WS_CONNECTIONS.inc()
-    replies: asyncio.Queue[Pending] = asyncio.Queue(maxsize=services.settings.max_inflight_batches)
-    answerer = asyncio.create_task(_answer(websocket, replies, services.drain, services.rejected))
+    replies: asyncio.Queue[Pending] = asyncio.Queue(maxsize=limits.max_inflight_batches)
+    answerer = asyncio.create_task(_answer(websocket, conn, replies, services.drain, services.rejected))
     state = _ReadState()
-    reader = asyncio.create_task(_read(websocket, rules, services, replies, state))
+    reader = asyncio.create_task(_read(websocket, conn, services, replies, state))
     # Registered until the last ACK is out, so a drain waits for the answers too.
     unregister = services.drain.register(lambda: state.stop_reading(reader))
     try:
@@ -142,7 +176,7 @@ def _parse(raw: str | bytes | None, number: int, rules: FrameRules) -> Batch | R
 
 
 async def _read(
-    websocket: WebSocket, rules: FrameRules, services: Services, replies: asyncio.Queue[Pending], state: _ReadState
+    websocket: WebSocket, conn: _Connection, services: Services, replies: asyncio.Queue[Pending], state: _ReadState
 ) -> None:
     number = 0
     try:
@@ -157,9 +191,9 @@ async def _read(
             number += 1
             frame = message.get("text")
             raw = frame if frame is not None else message.get("bytes")
-            # Over a rate limit the frame is not even parsed (app/edge/limits.py).
-            limited = limits.admit_batch(websocket.scope, number)
-            result = limited if limited is not None else _parse(raw, number, rules)
+            # Over a rate limit the frame is not even parsed.
+            limited = conn.rate.admit_batch(number) if conn.rate is not None else None
+            result = limited if limited is not None else _parse(raw, number, conn.rules)
             if isinstance(result, Rejection):
                 services.rejected.record(
                     error=result.error,
@@ -167,8 +201,8 @@ async def _read(
                     frame=raw,
                     batch=number,
                     batch_id=result.batch_id,
-                    session_id=rules.session_id,
-                    connection=connection_id(websocket.scope),
+                    session_id=conn.rules.session_id,
+                    connection=conn.id,
                 )
                 await replies.put(result)
             else:
@@ -178,57 +212,74 @@ async def _read(
 
 
 async def _answer(
-    websocket: WebSocket, replies: asyncio.Queue[Pending], drain: Drain, rejected: RejectedRecorder
+    websocket: WebSocket, conn: _Connection, replies: asyncio.Queue[Pending], drain: Drain, rejected: RejectedRecorder
 ) -> None:
     """Send each frame's answer in order; after the peer is gone, keep draining."""
     connected = True
     while (pending := await replies.get()) is not None:
-        if isinstance(pending, Rejection):
-            retry = pending.retry_after_ms if isinstance(pending, limits.RateLimited) else None
-            reply = _error(pending.number, pending.batch_id, pending.error, pending.message, pending.details, retry)
-            metrics.BATCHES.labels(pending.error).inc()
-        else:
-            batch, future, frame = pending
-            outcome = await future
-            if outcome.error is not None:
-                reply = _error(batch.number, batch.batch_id, outcome.error, outcome.message, [])
-                rejected.record(
-                    error=outcome.error,
-                    message=outcome.message,
-                    frame=frame,
-                    batch=batch.number,
-                    batch_id=batch.batch_id,
-                    session_id=batch.scope,
-                    connection=connection_id(websocket.scope),
-                )
-                metrics.BATCHES.labels(outcome.error).inc()
-            else:
-                reply = orjson.dumps(
-                    {
-                        "type": "ACK",
-                        "batch": batch.number,
-                        "batch_id": batch.batch_id,
-                        "accepted": outcome.accepted,
-                        "duplicate": outcome.duplicate,
-                    }
-                )
-                metrics.BATCHES.labels("duplicate" if outcome.duplicate else "accepted").inc()
-                metrics.EVENTS.labels("accepted").inc(outcome.accepted)
+        reply, is_error = await _reply(pending, conn, rejected)
         if connected:
-            try:
-                await websocket.send_text(reply.decode())
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                # The client left; its batches still commit (they were submitted),
-                # it just cannot hear about it. Draining keeps the reader unblocked.
-                connected = False
+            connected = await _send(websocket, reply)
+            if connected and conn.log is not None:
+                conn.log.answered(error=is_error)
     if connected:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
             # 1001 "going away" tells the client to reconnect (to another instance).
             await websocket.close(code=1001 if drain.draining else 1000)
 
 
-def _error(number: int, batch_id: str | None, code: str, message: str, details: list, retry_after_ms: int | None = None) -> bytes:
-    body = {
+async def _reply(pending: Rejection | Submitted, conn: _Connection, rejected: RejectedRecorder) -> tuple[bytes, bool]:
+    """A frame's answer once it is known (after COMMIT for a submitted batch), and whether it is an ERROR."""
+    if isinstance(pending, Rejection):
+        metrics.BATCHES.labels(pending.error).inc()
+        retry = pending.retry_after_ms if isinstance(pending, RateLimited) else None
+        return _error(pending.number, pending.batch_id, pending.error, pending.message, pending.details, retry), True
+    batch, future, frame = pending
+    outcome = await future
+    if outcome.error is None:
+        metrics.BATCHES.labels("duplicate" if outcome.duplicate else "accepted").inc()
+        metrics.EVENTS.labels("accepted").inc(outcome.accepted)
+        return _ack(batch, outcome), False
+    metrics.BATCHES.labels(outcome.error).inc()
+    rejected.record(
+        error=outcome.error,
+        message=outcome.message,
+        frame=frame,
+        batch=batch.number,
+        batch_id=batch.batch_id,
+        session_id=batch.session_id,
+        connection=conn.id,
+    )
+    return _error(batch.number, batch.batch_id, outcome.error, outcome.message, []), True
+
+
+async def _send(websocket: WebSocket, reply: bytes) -> bool:
+    """False when the client has left: its batches still commit (they were submitted),
+    it just cannot hear about it, and the answerer keeps draining so the reader is
+    never blocked."""
+    try:
+        await websocket.send_text(reply.decode())
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        return False
+    return True
+
+
+def _ack(batch: Batch, outcome: Outcome) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "ACK",
+            "batch": batch.number,
+            "batch_id": batch.batch_id,
+            "accepted": outcome.accepted,
+            "duplicate": outcome.duplicate,
+        }
+    )
+
+
+def _error(
+    number: int, batch_id: str | None, code: str, message: str, details: list[Problem], retry_after_ms: int | None = None
+) -> bytes:
+    body: dict[str, object] = {
         "type": "ERROR",
         "batch": number,
         "batch_id": batch_id,
@@ -241,4 +292,10 @@ def _error(number: int, batch_id: str | None, code: str, message: str, details: 
     return orjson.dumps(body)
 
 
-routes = [WebSocketRoute("/ws", ingest)]
+def routes(limits: IngestLimits, rates: IngestRateLimiter) -> list[BaseRoute]:
+    """/ws with the values it uses; `rates` holds this process's per-token buckets."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await ingest(websocket, limits, rates)
+
+    return [WebSocketRoute("/ws", endpoint, name="ingest")]

@@ -32,8 +32,8 @@ writer can send a due ping or notice the end of the stream.
 Body writes skip the middleware send wrappers: the app records uvicorn's own
 `send` in the scope (RAW_SEND_KEY, app/web.py); the response start still goes
 through every middleware (CORS headers, the connection log's `open` line), and
-the bytes written are added to the counter the connection log keeps in the scope
-(SSE_BYTES_KEY, app/edge/connlog.py) for its `close` line.
+the size of each body write goes to `on_written` (the stream route passes the
+connection log's counter, app/edge/connlog.py, for its `close` line).
 """
 
 from __future__ import annotations
@@ -53,11 +53,9 @@ from app.background import Background, Loop
 
 # uvicorn's send for this request, stored by the app before any middleware wraps it.
 RAW_SEND_KEY = "eventservice.raw_send"
-# A one-element list: bytes written to the SSE stream, read by the connection log.
-SSE_BYTES_KEY = "eventservice.sse_bytes"
 
 # How often the sweeper looks at least: AppStatus.should_exit is noticed within this.
-_MAX_TICK = 0.5
+_MAX_TICK_SECONDS = 0.5
 
 
 _SHARED_HEADERS: dict[tuple[tuple[bytes, bytes], ...], list[tuple[bytes, bytes]]] = {}
@@ -83,6 +81,7 @@ class StreamResponse(EventSourceResponse):
         ping: float,
         send_timeout: float,
         headers: Mapping[str, str] | None = None,
+        on_written: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(content, headers=headers, ping=ping, send_timeout=send_timeout or None)
         # Every stream has the same headers: one shared list instead of ~0.5 KiB each.
@@ -92,6 +91,7 @@ class StreamResponse(EventSourceResponse):
         self._content = content
         self._wake = wake
         self._on_close = on_close
+        self._on_written = on_written
         self._closed = False
         self._listener: asyncio.Task[Any] | None = None  # the request's task, in receive()
         self._writer: asyncio.Task[None] | None = None
@@ -122,7 +122,7 @@ class StreamResponse(EventSourceResponse):
             assert listener is not None
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             write: Send = scope.get(RAW_SEND_KEY) or send
-            self._writer = writer = loop.create_task(self._write(write, scope.get(SSE_BYTES_KEY)))
+            self._writer = writer = loop.create_task(self._write(write))
             writer.add_done_callback(self._written)
             try:
                 while not writer.done() and (await receive())["type"] != "http.disconnect":
@@ -143,8 +143,9 @@ class StreamResponse(EventSourceResponse):
                 writer.cancel()  # we are being cancelled (server shutdown timeout)
             self._close()
 
-    async def _write(self, write: Send, counter: list[int] | None) -> None:
+    async def _write(self, write: Send) -> None:
         loop = asyncio.get_running_loop()
+        written = self._on_written
         sweeper = _Sweeper.for_loop(loop)
         sweeper.add(self)
         try:
@@ -159,8 +160,8 @@ class StreamResponse(EventSourceResponse):
                 self.writing_since = loop.time()
                 await write({"type": "http.response.body", "body": chunk, "more_body": True})
                 self.writing_since = None
-                if counter is not None:
-                    counter[0] += len(chunk)
+                if written is not None:
+                    written(len(chunk))
             await write({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not self.stalled:
@@ -221,7 +222,7 @@ class _Sweeper(Background):
         super().__init__()
         self.loop = loop
         self.streams: set[StreamResponse] = set()
-        self.tick = _MAX_TICK
+        self.tick = _MAX_TICK_SECONDS
 
     def loops(self) -> dict[str, Loop]:
         return {"sse-sweeper": self._run}
@@ -269,4 +270,4 @@ class _Sweeper(Background):
                 stream.mark_ping()
 
 
-__all__ = ["RAW_SEND_KEY", "SSE_BYTES_KEY", "StreamResponse"]
+__all__ = ["RAW_SEND_KEY", "StreamResponse"]
