@@ -56,8 +56,8 @@ async def test_a_batch_that_would_overflow_waits_for_the_next_group_even_if_a_la
 
 
 async def test_a_closing_writer_refuses_new_batches_at_once() -> None:
-    writer = Writer(NO_POOL, NameCache(10), 10, database_url="unused")
-    await writer.close()  # never started: nothing to commit
+    async with Writer(NO_POOL, NameCache(10), 10, database_url="unused") as writer:
+        pass  # nothing submitted: leaving commits nothing and stops the writer
     outcome = await writer.submit(_batch(0, 1))
     assert outcome.error == "unavailable" and "shutting down" in outcome.message
     assert not writer._queue
