@@ -115,19 +115,27 @@ SELECT e.position, e.type, e.session_id::text, e.ts, n.name, e.data
 LISTEN_CHANNEL = "eventservice_events"
 
 # --- reads: analytics (app/routes/stats.py, schema/004_stats.sql) ------------------
-# A range [from, to) is read as its whole minutes from the rollups ($1, $2) plus its
-# partial edge minutes from the base tables ($3, $4 and $5, $6; (0, 0) when empty),
-# see app/stats.py split_range. Every read of one response runs in one
-# REPEATABLE READ snapshot, so the figures agree with each other.
+# A range [from, to) of EVENTs is read as its whole hours from the hourly rollup
+# ($1, $2), the whole minutes outside them from the per-minute rollup ($3–$6), and
+# the partial minutes at its edges from events itself ($7–$10); (0, 0) marks an
+# empty part, see app/stats.py split_range. Sessions use minutes and edges only
+# ($1–$6). Every read of one response runs in one REPEATABLE READ snapshot, so
+# the figures agree with each other.
 STATS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 
 _EVENTS_IN_RANGE = """
-    SELECT minute_ms AS ts, name_id, events AS n FROM stats_event_minutes
-     WHERE minute_ms >= $1 AND minute_ms < $2
+    SELECT hour_ms AS ts, name_id, events AS n FROM stats_event_hours
+     WHERE hour_ms >= $1 AND hour_ms < $2
     UNION ALL
-    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $3 AND ts < $4
+    SELECT minute_ms, name_id, events FROM stats_event_minutes
+     WHERE minute_ms >= $3 AND minute_ms < $4
     UNION ALL
-    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $5 AND ts < $6
+    SELECT minute_ms, name_id, events FROM stats_event_minutes
+     WHERE minute_ms >= $5 AND minute_ms < $6
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $7 AND ts < $8
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $9 AND ts < $10
 """
 
 _SESSIONS_IN_RANGE = """
@@ -146,7 +154,7 @@ SELECT n.id AS name_id, n.name, c.events
   JOIN event_names n ON n.id = c.name_id
  WHERE c.events > 0
  ORDER BY c.events DESC, n.name COLLATE "C"
- LIMIT $7
+ LIMIT $11
 """
 
 # EVENTs in the range and how many distinct names they carry.
@@ -156,18 +164,19 @@ SELECT coalesce(sum(events), 0)::bigint AS events, count(*) AS names
  WHERE c.events > 0
 """
 
-# $7: bucket size in ms. Timestamps are >= 0, so integer division floors.
+# $11: bucket size in ms. Timestamps are >= 0, so integer division floors; an
+# hourly row lands in its hour's bucket, which is why minute buckets get no hours.
 STATS_EVENT_BUCKETS = f"""
-SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
+SELECT (ts / $11) * $11 AS bucket, sum(n)::bigint AS n
   FROM ({_EVENTS_IN_RANGE}) AS x
  GROUP BY 1
 """
 
-# $8: the name ids of the series.
+# $12: the name ids of the series.
 STATS_NAME_BUCKETS = f"""
-SELECT (ts / $7) * $7 AS bucket, name_id, sum(n)::bigint AS n
+SELECT (ts / $11) * $11 AS bucket, name_id, sum(n)::bigint AS n
   FROM ({_EVENTS_IN_RANGE}) AS x
- WHERE name_id = ANY($8::int[])
+ WHERE name_id = ANY($12::int[])
  GROUP BY 1, 2
 """
 

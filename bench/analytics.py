@@ -170,7 +170,9 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                     (f"{args.days} d", whole, args.long_requests, "hour"),
                 ):
                     span = [("from", rng.start), ("to", rng.end)]
-                    b = st.split_range(rng).bounds()
+                    b = st.split_range(rng).event_bounds()
+                    tb = st.split_range(rng, hours=bucket != "minute").event_bounds()
+                    sb = st.split_range(rng, hours=False).session_bounds()
                     size = st.BUCKETS[bucket]
                     top5 = [name_ids[n] for n in NAMES[:5]]
                     cases += [
@@ -201,9 +203,9 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                             count,
                             [
                                 ("top names", [queries.STATS_NAME_COUNTS, *b, 5]),
-                                ("total", [queries.STATS_EVENT_BUCKETS, *b, size]),
-                                ("sessions started", [queries.STATS_SESSION_BUCKETS, *b, size]),
-                                ("series", [queries.STATS_NAME_BUCKETS, *b, size, top5]),
+                                ("total", [queries.STATS_EVENT_BUCKETS, *tb, size]),
+                                ("sessions started", [queries.STATS_SESSION_BUCKETS, *sb, size]),
+                                ("series", [queries.STATS_NAME_BUCKETS, *tb, size, top5]),
                             ],
                         ),
                         (

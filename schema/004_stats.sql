@@ -10,11 +10,20 @@
 -- on a whole minute reads its partial edge minutes from the base tables.
 
 -- EVENTs per UTC minute (ts - ts % 60000) and name, by the events' own timestamps.
+-- Minute buckets and the whole minutes at a range's ends read this.
 CREATE TABLE IF NOT EXISTS stats_event_minutes (
     minute_ms bigint  NOT NULL,
     name_id   integer NOT NULL,
     events    bigint  NOT NULL,
     PRIMARY KEY (minute_ms, name_id)
+);
+
+-- The same per UTC hour: a 30-day range reads 720 rows per name instead of 43,200.
+CREATE TABLE IF NOT EXISTS stats_event_hours (
+    hour_ms bigint  NOT NULL,
+    name_id integer NOT NULL,
+    events  bigint  NOT NULL,
+    PRIMARY KEY (hour_ms, name_id)
 );
 
 -- Sessions per UTC minute of their start (the earliest SESSION_START). A session
@@ -71,6 +80,13 @@ BEGIN
          WHERE type = 'EVENT'
          GROUP BY 1, 2
         ON CONFLICT (minute_ms, name_id) DO UPDATE SET events = r.events + EXCLUDED.events
+    ), counted_hours AS (
+        INSERT INTO stats_event_hours AS h (hour_ms, name_id, events)
+        SELECT ts - ts % 3600000, name_id, count(*)
+          FROM new_rows
+         WHERE type = 'EVENT'
+         GROUP BY 1, 2
+        ON CONFLICT (hour_ms, name_id) DO UPDATE SET events = h.events + EXCLUDED.events
     )
     INSERT INTO stats_session_minutes AS m (minute_ms, started)
     SELECT minute_ms, sum(delta)
@@ -94,12 +110,15 @@ END $$;
 DO $$
 BEGIN
     PERFORM pg_advisory_xact_lock(727401, 1);
-    TRUNCATE stats_event_minutes, stats_session_minutes;
+    TRUNCATE stats_event_minutes, stats_event_hours, stats_session_minutes;
     INSERT INTO stats_event_minutes (minute_ms, name_id, events)
     SELECT ts - ts % 60000, name_id, count(*) FROM events WHERE type = 'EVENT' GROUP BY 1, 2;
+    INSERT INTO stats_event_hours (hour_ms, name_id, events)
+    SELECT minute_ms - minute_ms % 3600000, name_id, sum(events) FROM stats_event_minutes GROUP BY 1, 2;
     INSERT INTO stats_session_minutes (minute_ms, started)
     SELECT start_ms - start_ms % 60000, count(*) FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1;
 END $$;
 
 ANALYZE stats_event_minutes;
+ANALYZE stats_event_hours;
 ANALYZE stats_session_minutes;

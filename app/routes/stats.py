@@ -31,8 +31,8 @@ _SUMMARY_SQL = queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS))
 _FUNNEL_PREFETCH = 5_000
 
 
-def _bounds(rng: st.Range) -> tuple[int, int, int, int, int, int]:
-    return st.split_range(rng).bounds()
+def _bounds(rng: st.Range) -> tuple[int, ...]:
+    return st.split_range(rng).event_bounds()
 
 
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -75,16 +75,17 @@ def _timeseries_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     bucket, size, wanted = options["bucket"], options["size"], options["names"]
-    bounds = _bounds(rng)
+    bounds = st.split_range(rng, hours=bucket != "minute").event_bounds()
+    session_bounds = st.split_range(rng, hours=False).session_bounds()
     if wanted:
         ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, wanted)}
         series_names = [(name, ids.get(name)) for name in wanted]
     else:
-        top = await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, st.DEFAULT_TOP_NAMES)
+        top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), st.DEFAULT_TOP_NAMES)
         series_names = [(r["name"], r["name_id"]) for r in top]
     starts = st.bucket_starts(rng, size)
     totals = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
-    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
+    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *session_bounds, size)}
     known_ids = [i for _, i in series_names if i is not None]
     per_name: dict[int, dict[int, int]] = {i: {} for i in known_ids}
     if known_ids:

@@ -316,16 +316,20 @@ async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
     recount_events = (
         "SELECT ts - ts % 60000 AS m, name_id, count(*) AS n FROM events WHERE type = 'EVENT' GROUP BY 1, 2 ORDER BY 1, 2"
     )
+    recount_hours = recount_events.replace("60000", "3600000")
+    rollup_hours = "SELECT hour_ms AS m, name_id, events AS n FROM stats_event_hours WHERE events <> 0 ORDER BY 1, 2"
     rollup_events = "SELECT minute_ms AS m, name_id, events AS n FROM stats_event_minutes WHERE events <> 0 ORDER BY 1, 2"
     recount_sessions = (
         "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
     )
     rollup_sessions = "SELECT minute_ms AS m, started AS n FROM stats_session_minutes WHERE started <> 0 ORDER BY 1"
     assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
+    assert await sql.fetch(rollup_hours) == await sql.fetch(recount_hours)
     assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
     # A second run (the service after docker's initdb ran the file) recounts, never adds.
     await sql.execute(SCHEMA_004.read_text())
     assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
+    assert await sql.fetch(rollup_hours) == await sql.fetch(recount_hours)
     assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
     await check_all(service, loaded, 3)
 

@@ -52,19 +52,27 @@ def test_too_many_buckets() -> None:
     assert caught.value.code == "too_many_buckets"
 
 
-@given(start=TIMES, length=hs.integers(1, 5 * st.DAY_MS))
-def test_split_covers_the_range_with_whole_minutes_and_edges(start: int, length: int) -> None:
+@given(start=TIMES, length=hs.integers(1, 5 * st.DAY_MS), hours=hs.booleans())
+def test_split_covers_the_range_exactly_with_hours_minutes_and_edges(start: int, length: int, hours: bool) -> None:
     rng = st.Range(start, start + length)
-    split = st.split_range(rng)
-    parts = [p for p in (split.head, split.minutes, split.tail) if p != (0, 0)]
+    split = st.split_range(rng, hours=hours)
+    hour_parts = [split.hours] if split.hours != st.EMPTY else []
+    minute_parts = [p for p in split.minutes if p != st.EMPTY]
+    raw_parts = [p for p in split.raw if p != st.EMPTY]
+    parts = sorted(hour_parts + minute_parts + raw_parts)
     assert all(lo < hi for lo, hi in parts)
     assert parts[0][0] == rng.start and parts[-1][1] == rng.end
     assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))  # contiguous, no overlap
-    lo, hi = split.minutes
-    assert lo % st.MINUTE_MS == 0 and hi % st.MINUTE_MS == 0
-    for lo, hi in (split.head, split.tail):
-        # edges are partial minutes only: under a minute each, or under two when no whole minute lies inside
-        assert hi - lo < (st.MINUTE_MS if split.minutes != (0, 0) else 2 * st.MINUTE_MS)
+    assert all(lo % st.HOUR_MS == 0 and hi % st.HOUR_MS == 0 for lo, hi in hour_parts)
+    assert all(lo % st.MINUTE_MS == 0 and hi % st.MINUTE_MS == 0 for lo, hi in minute_parts)
+    # Raw edges are partial minutes: a whole minute inside them would belong to a rollup.
+    for lo, hi in raw_parts:
+        assert -(-lo // st.MINUTE_MS) * st.MINUTE_MS + st.MINUTE_MS > hi
+    if not hours:
+        assert split.hours == st.EMPTY and split.minutes[1] == st.EMPTY
+        assert len(split.session_bounds()) == 6
+    elif length > 3 * st.HOUR_MS:
+        assert split.hours != st.EMPTY  # a long range reads hours, not thousands of minutes
 
 
 @given(duration=hs.integers(-(10**7), 10**8))
