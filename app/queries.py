@@ -164,20 +164,17 @@ SELECT coalesce(sum(events), 0)::bigint AS events, count(*) AS names
  WHERE c.events > 0
 """
 
-# $11: bucket size in ms. Timestamps are >= 0, so integer division floors; an
-# hourly row lands in its hour's bucket, which is why minute buckets get no hours.
+# Per bucket ($11: its size in ms) in one pass over the range: the total of every
+# name (is_total) and the count of each name of $12 (the series). Timestamps are
+# >= 0, so integer division floors; an hourly row lands in its hour's bucket, which
+# is why minute buckets are given no hours.
 STATS_EVENT_BUCKETS = f"""
-SELECT (ts / $11) * $11 AS bucket, sum(n)::bigint AS n
-  FROM ({_EVENTS_IN_RANGE}) AS x
- GROUP BY 1
-"""
-
-# $12: the name ids of the series.
-STATS_NAME_BUCKETS = f"""
-SELECT (ts / $11) * $11 AS bucket, name_id, sum(n)::bigint AS n
-  FROM ({_EVENTS_IN_RANGE}) AS x
- WHERE name_id = ANY($12::int[])
- GROUP BY 1, 2
+SELECT bucket, series, GROUPING(series) = 1 AS is_total, sum(n)::bigint AS n
+  FROM (SELECT (ts / $11) * $11 AS bucket,
+               CASE WHEN name_id = ANY($12::int[]) THEN name_id END AS series,
+               n
+          FROM ({_EVENTS_IN_RANGE}) AS x) AS y
+ GROUP BY GROUPING SETS ((bucket), (bucket, series))
 """
 
 STATS_SESSION_BUCKETS = f"""
@@ -196,42 +193,46 @@ SELECT name_id, count(*) AS sessions
  GROUP BY name_id
 """
 
-# The sessions started in [$1, $2), in one pass: counts, sums for the means, the
-# histogram as cumulative counts per upper bound ($3, ascending), and the
-# nearest-rank percentiles picked from the sorted values by integer rank
-# (ceil(p·n/100), computed exactly; percentile_disc's float fraction can be off by one).
+# The sessions started in [$1, $2), grouped by their number of EVENTs (a few dozen
+# groups, hashed, no sort): per group the sessions, those that ended, the sum of
+# their durations and the cumulative histogram counts per upper bound ($3,
+# ascending). app/routes/stats.py adds the groups up and reads the events-per-session
+# percentiles off them exactly.
 def _at_most(bounds: int) -> str:
-    return ",\n           ".join(
-        f"count(*) FILTER (WHERE ended AND duration <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
+    return ",\n       ".join(
+        f"count(*) FILTER (WHERE end_ms - start_ms <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
     )
 
 
-def stats_sessions_summary(bounds: int) -> str:
+def stats_sessions_by_event_count(bounds: int) -> str:
     return f"""
-WITH s AS (
-    SELECT end_ms - start_ms AS duration, event_count, end_ms IS NOT NULL AS ended
-      FROM sessions
-     WHERE start_ms >= $1 AND start_ms < $2
-), agg AS (
-    SELECT count(*) AS started,
-           count(*) FILTER (WHERE ended) AS ended,
-           sum(duration) AS duration_sum,
-           sum(event_count) AS events_sum,
-           array_agg(duration ORDER BY duration) FILTER (WHERE ended) AS durations,
-           array_agg(event_count ORDER BY event_count) AS counts,
-           {_at_most(bounds)}
-      FROM s
-)
-SELECT started, ended, duration_sum, events_sum,
-       {", ".join(f"at_most_{i}" for i in range(1, bounds + 1))},
-       durations[(50 * ended + 99) / 100] AS duration_p50,
-       durations[(90 * ended + 99) / 100] AS duration_p90,
-       durations[(99 * ended + 99) / 100] AS duration_p99,
-       counts[(50 * started + 99) / 100] AS events_p50,
-       counts[(90 * started + 99) / 100] AS events_p90
-  FROM agg
+SELECT event_count,
+       count(*) AS started,
+       count(end_ms) AS ended,
+       sum(end_ms - start_ms) AS duration_sum,
+       {_at_most(bounds)}
+  FROM sessions
+ WHERE start_ms >= $1 AND start_ms < $2
+ GROUP BY event_count
 """
 
+
+# Exact duration percentiles without sorting a million values: first how many
+# ended sessions fall in each of ~1,700 fine buckets (width_bucket on integer
+# bounds $3, geometric, so bucket order is value order), then only the values of
+# the few buckets that hold a wanted rank ($4), sorted by the caller.
+STATS_DURATION_BUCKETS = """
+SELECT width_bucket(end_ms - start_ms, $3::bigint[]) AS bucket, count(*) AS n
+  FROM sessions
+ WHERE start_ms >= $1 AND start_ms < $2 AND end_ms IS NOT NULL
+ GROUP BY 1
+"""
+STATS_DURATIONS_IN_BUCKETS = """
+SELECT end_ms - start_ms AS duration
+  FROM sessions
+ WHERE start_ms >= $1 AND start_ms < $2 AND end_ms IS NOT NULL
+   AND width_bucket(end_ms - start_ms, $3::bigint[]) = ANY($4::int[])
+"""
 
 STATS_NAME_IDS = "SELECT id, name FROM event_names WHERE name = ANY($1::text[])"
 

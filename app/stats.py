@@ -15,6 +15,7 @@ Conventions shared by every endpoint:
 
 from __future__ import annotations
 
+import bisect
 import calendar
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -288,6 +289,48 @@ def percentile(sorted_values: Sequence[int], percent: int) -> int | None:
     if not sorted_values:
         return None
     return sorted_values[nearest_rank(len(sorted_values), percent) - 1]
+
+
+def _duration_bounds() -> tuple[int, ...]:
+    """Integer thresholds for width_bucket: every ms up to 100, then 2 % apart, to year 10000."""
+    bounds = list(range(0, 101))
+    while bounds[-1] < MAX_TIMESTAMP_MS:
+        bounds.append(max(bounds[-1] + 1, -(-bounds[-1] * 102 // 100)))
+    return tuple(bounds)
+
+
+# Fine buckets for exact duration percentiles (see queries.STATS_DURATION_BUCKETS):
+# bucket b holds DURATION_BOUNDS[b-1] <= d < DURATION_BOUNDS[b]; bucket 0 the negatives.
+DURATION_BOUNDS = _duration_bounds()
+
+
+def duration_bucket(duration_ms: int) -> int:
+    """PostgreSQL's width_bucket(duration, DURATION_BOUNDS): how many bounds are <= it."""
+    return bisect.bisect_right(DURATION_BOUNDS, duration_ms)
+
+
+def locate_ranks(bucket_counts: Mapping[int, int], ranks: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """For each 1-based rank over all values: (its bucket, its 1-based rank inside that bucket)."""
+    wanted = sorted(set(ranks))
+    found: dict[int, tuple[int, int]] = {}
+    below = 0
+    at = 0
+    for bucket in sorted(bucket_counts):
+        count = bucket_counts[bucket]
+        while at < len(wanted) and wanted[at] <= below + count:
+            found[wanted[at]] = (bucket, wanted[at] - below)
+            at += 1
+        below += count
+    return found
+
+
+def percentiles_from_counts(counts: Mapping[int, int], percents: Sequence[int]) -> dict[int, int | None]:
+    """Nearest-rank percentiles of a multiset given as {value: how many}."""
+    total = sum(counts.values())
+    if not total:
+        return {p: None for p in percents}
+    located = locate_ranks(counts, [nearest_rank(total, p) for p in percents])
+    return {p: located[nearest_rank(total, p)][0] for p in percents}
 
 
 def mean(total: int, count: int) -> float | None:

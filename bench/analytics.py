@@ -228,9 +228,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                             count,
                             [
                                 ("top names", [queries.STATS_NAME_COUNTS, *b, 5]),
-                                ("total", [queries.STATS_EVENT_BUCKETS, *tb, size]),
+                                ("total and series", [queries.STATS_EVENT_BUCKETS, *tb, size, top5]),
                                 ("sessions started", [queries.STATS_SESSION_BUCKETS, *sb, size]),
-                                ("series", [queries.STATS_NAME_BUCKETS, *tb, size, top5]),
                             ],
                         ),
                         (

@@ -21,6 +21,34 @@ def test_nearest_rank_is_the_smallest_value_with_p_percent_at_or_below(values: l
     assert st.percentile(ordered, p) == expected
 
 
+@given(
+    values=hs.lists(hs.integers(-(10**6), 10**13), min_size=1, max_size=300),
+    percents=hs.lists(hs.integers(1, 100), min_size=1, max_size=4),
+)
+def test_percentiles_through_fine_buckets_equal_sorting(values: list[int], percents: list[int]) -> None:
+    """What the summary does for durations: count per bucket, then sort only the buckets holding a rank."""
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[st.duration_bucket(v)] = counts.get(st.duration_bucket(v), 0) + 1
+    ranks = {p: st.nearest_rank(len(values), p) for p in percents}
+    located = st.locate_ranks(counts, ranks.values())
+    for p, k in ranks.items():
+        bucket, inside = located[k]
+        members = sorted(v for v in values if st.duration_bucket(v) == bucket)
+        assert members[inside - 1] == st.percentile(sorted(values), p)
+    grouped: dict[int, int] = {}
+    for v in values:
+        grouped[v] = grouped.get(v, 0) + 1
+    assert st.percentiles_from_counts(grouped, percents) == {p: st.percentile(sorted(values), p) for p in percents}
+
+
+def test_duration_buckets_are_width_bucket_and_ordered() -> None:
+    bounds = st.DURATION_BOUNDS
+    assert list(bounds) == sorted(set(bounds)) and bounds[0] == 0 and bounds[-1] >= st.MAX_TIMESTAMP_MS
+    assert all(b / a <= 1.03 for a, b in itertools.pairwise(bounds) if a >= 100)  # fine: ~2 % wide
+    assert [st.duration_bucket(d) for d in (-1, 0, 1, 100, 101)] == [0, 1, 2, 101, 101]
+
+
 def test_percentile_of_nothing_is_null() -> None:
     assert st.percentile([], 50) is None
     assert st.mean(0, 0) is None
