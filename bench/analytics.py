@@ -210,13 +210,17 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                             [
                                 ("events/names from rollups", [queries.STATS_EVENT_TOTALS, *b]),
                                 (
-                                    "sessions scan",
+                                    "sessions by event count",
                                     [
-                                        queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS)),
+                                        queries.stats_sessions_by_event_count(len(st.HISTOGRAM_BOUNDS_MS)),
                                         rng.start,
                                         rng.end,
                                         list(st.HISTOGRAM_BOUNDS_MS),
                                     ],
+                                ),
+                                (
+                                    "duration buckets",
+                                    [queries.STATS_DURATION_BUCKETS, rng.start, rng.end, list(st.DURATION_BOUNDS)],
                                 ),
                             ],
                         ),
