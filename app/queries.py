@@ -118,7 +118,9 @@ LISTEN_CHANNEL = "eventservice_events"
 # A range [from, to) of EVENTs is read as its whole hours from the hourly rollup
 # ($1, $2), the whole minutes outside them from the per-minute rollup ($3–$6), and
 # the partial minutes at its edges from events itself ($7–$10); (0, 0) marks an
-# empty part, see app/stats.py split_range. Sessions use minutes and edges only
+# empty part, see app/stats.py split_range. The trigger's deltas not yet folded
+# into the rollups (at most ~10,000 rows, schema/004_stats.sql) count wherever
+# their minute lies among the whole minutes and hours. Sessions use minutes and edges only
 # ($1–$6). Every read of one response runs in one REPEATABLE READ snapshot, so
 # the figures agree with each other.
 STATS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
@@ -133,6 +135,9 @@ _EVENTS_IN_RANGE = """
     SELECT minute_ms, name_id, events FROM stats_event_minutes
      WHERE minute_ms >= $5 AND minute_ms < $6
     UNION ALL
+    SELECT minute_ms, name_id, events FROM stats_event_deltas
+     WHERE minute_ms >= $1 AND minute_ms < $2 OR minute_ms >= $3 AND minute_ms < $4 OR minute_ms >= $5 AND minute_ms < $6
+    UNION ALL
     SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $7 AND ts < $8
     UNION ALL
     SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $9 AND ts < $10
@@ -140,6 +145,9 @@ _EVENTS_IN_RANGE = """
 
 _SESSIONS_IN_RANGE = """
     SELECT minute_ms AS ts, started AS n FROM stats_session_minutes
+     WHERE minute_ms >= $1 AND minute_ms < $2
+    UNION ALL
+    SELECT minute_ms, started FROM stats_session_deltas
      WHERE minute_ms >= $1 AND minute_ms < $2
     UNION ALL
     SELECT start_ms, 1 FROM sessions WHERE start_ms >= $3 AND start_ms < $4
@@ -193,45 +201,44 @@ SELECT name_id, count(*) AS sessions
  GROUP BY name_id
 """
 
-# The sessions started in [$1, $2), grouped by their number of EVENTs (a few dozen
-# groups, hashed, no sort): per group the sessions, those that ended, the sum of
-# their durations and the cumulative histogram counts per upper bound ($3,
-# ascending). app/routes/stats.py adds the groups up and reads the events-per-session
-# percentiles off them exactly.
+# The sessions started in [$1, $2), in one pass, grouped two ways (hashed, no sort):
+# - by their number of EVENTs (a few dozen groups): the sessions, those that
+#   ended, the sum of durations, and the cumulative histogram counts per upper
+#   bound ($3, ascending); app/routes/stats.py adds the groups up and reads the
+#   events-per-session percentiles off them exactly;
+# - the ended ones by fine duration bucket (width_bucket on the ~1,500 integer
+#   bounds $4, 2 % apart, so bucket order is value order): how many per bucket.
+# Exact duration percentiles then need only the values of the few buckets that
+# hold a wanted rank (STATS_DURATIONS_BETWEEN), not a sort of a million values.
 def _at_most(bounds: int) -> str:
     return ",\n       ".join(
         f"count(*) FILTER (WHERE end_ms - start_ms <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
     )
 
 
-def stats_sessions_by_event_count(bounds: int) -> str:
+def stats_sessions_summary(bounds: int) -> str:
     return f"""
-SELECT event_count,
+SELECT GROUPING(event_count) = 1 AS by_duration, event_count, duration_bucket,
        count(*) AS started,
        count(end_ms) AS ended,
        sum(end_ms - start_ms) AS duration_sum,
        {_at_most(bounds)}
-  FROM sessions
- WHERE start_ms >= $1 AND start_ms < $2
- GROUP BY event_count
+  FROM (SELECT start_ms, end_ms, event_count,
+               CASE WHEN end_ms IS NOT NULL THEN width_bucket(end_ms - start_ms, $4::bigint[]) END AS duration_bucket
+          FROM sessions
+         WHERE start_ms >= $1 AND start_ms < $2) AS s
+ GROUP BY GROUPING SETS ((event_count), (duration_bucket))
 """
 
 
-# Exact duration percentiles without sorting a million values: first how many
-# ended sessions fall in each of ~1,700 fine buckets (width_bucket on integer
-# bounds $3, geometric, so bucket order is value order), then only the values of
-# the few buckets that hold a wanted rank ($4), sorted by the caller.
-STATS_DURATION_BUCKETS = """
-SELECT width_bucket(end_ms - start_ms, $3::bigint[]) AS bucket, count(*) AS n
-  FROM sessions
- WHERE start_ms >= $1 AND start_ms < $2 AND end_ms IS NOT NULL
- GROUP BY 1
-"""
-STATS_DURATIONS_IN_BUCKETS = """
+# The durations in up to three half-open ranges [$3, $4), [$5, $6), [$7, $8).
+STATS_DURATIONS_BETWEEN = """
 SELECT end_ms - start_ms AS duration
   FROM sessions
  WHERE start_ms >= $1 AND start_ms < $2 AND end_ms IS NOT NULL
-   AND width_bucket(end_ms - start_ms, $3::bigint[]) = ANY($4::int[])
+   AND (end_ms - start_ms >= $3 AND end_ms - start_ms < $4
+        OR end_ms - start_ms >= $5 AND end_ms - start_ms < $6
+        OR end_ms - start_ms >= $7 AND end_ms - start_ms < $8)
 """
 
 STATS_NAME_IDS = "SELECT id, name FROM event_names WHERE name = ANY($1::text[])"

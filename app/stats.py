@@ -299,7 +299,7 @@ def _duration_bounds() -> tuple[int, ...]:
     return tuple(bounds)
 
 
-# Fine buckets for exact duration percentiles (see queries.STATS_DURATION_BUCKETS):
+# Fine buckets for exact duration percentiles (see queries.stats_sessions_summary):
 # bucket b holds DURATION_BOUNDS[b-1] <= d < DURATION_BOUNDS[b]; bucket 0 the negatives.
 DURATION_BOUNDS = _duration_bounds()
 
@@ -307,6 +307,13 @@ DURATION_BOUNDS = _duration_bounds()
 def duration_bucket(duration_ms: int) -> int:
     """PostgreSQL's width_bucket(duration, DURATION_BOUNDS): how many bounds are <= it."""
     return bisect.bisect_right(DURATION_BOUNDS, duration_ms)
+
+
+def duration_bucket_range(bucket: int) -> tuple[int, int]:
+    """The half-open value range [lo, hi) of a duration bucket."""
+    lo = DURATION_BOUNDS[bucket - 1] if bucket > 0 else -(2**63)
+    hi = DURATION_BOUNDS[bucket] if bucket < len(DURATION_BOUNDS) else 2**63 - 1
+    return lo, hi
 
 
 def locate_ranks(bucket_counts: Mapping[int, int], ranks: Iterable[int]) -> dict[int, tuple[int, int]]:

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --database-url: measure what the database already holds (a previous run's data) instead of generating",
     )
+    p.add_argument(
+        "--only", default=None, help="comma-separated endpoints to measure (summary,timeseries,names,funnel; default all)"
+    )
     p.add_argument("--funnel-sessions", type=int, default=100_000, help="sessions the funnel covers (default 100,000)")
 
 
@@ -210,17 +213,14 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                             [
                                 ("events/names from rollups", [queries.STATS_EVENT_TOTALS, *b]),
                                 (
-                                    "sessions by event count",
+                                    "sessions in one pass",
                                     [
-                                        queries.stats_sessions_by_event_count(len(st.HISTOGRAM_BOUNDS_MS)),
+                                        queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS)),
                                         rng.start,
                                         rng.end,
                                         list(st.HISTOGRAM_BOUNDS_MS),
+                                        list(st.DURATION_BOUNDS),
                                     ],
-                                ),
-                                (
-                                    "duration buckets",
-                                    [queries.STATS_DURATION_BUCKETS, rng.start, rng.end, list(st.DURATION_BOUNDS)],
                                 ),
                             ],
                         ),
@@ -269,8 +269,11 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                         ],
                     )
                 )
+                only = set(args.only.split(",")) if args.only else None
                 for name, rng, label, params, count, plans in cases:
                     path = name.split(" ")[0]
+                    if only is not None and path not in only:
+                        continue
                     url = f"{svc.http}/stats/{path}?{urlencode(params)}"
                     await timed(http, url, 1)  # warm the caches and the prepared statements
                     rec, body = await timed(http, url, count)

@@ -32,6 +32,9 @@ def test_percentiles_through_fine_buckets_equal_sorting(values: list[int], perce
         counts[st.duration_bucket(v)] = counts.get(st.duration_bucket(v), 0) + 1
     ranks = {p: st.nearest_rank(len(values), p) for p in percents}
     located = st.locate_ranks(counts, ranks.values())
+    for v in values:
+        lo, hi = st.duration_bucket_range(st.duration_bucket(v))
+        assert lo <= v < hi  # the SQL reads a bucket's values back by this range
     for p, k in ranks.items():
         bucket, inside = located[k]
         members = sorted(v for v in values if st.duration_bucket(v) == bucket)
