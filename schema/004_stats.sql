@@ -88,49 +88,51 @@ END $$;
 -- by the advisory lock of events_serialize_writers(), so they always see the
 -- previous writer's commit and their folds cannot overlap.
 --
--- One statement: all its parts see the sessions table as it was before this
--- INSERT, which is how a session's previous start is known. A session's start
--- changes only when this batch brings an earlier SESSION_START (or its first):
--- the counts lose one at the old minute (if any) and gain one at the new.
+-- A session's start changes only when this statement brings an earlier
+-- SESSION_START (or its first): the counts then lose one at the old minute (if
+-- any) and gain one at the new. The old start is read before 001's upsert below
+-- changes it, one primary-key probe per session that has a SESSION_START here.
 CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     top bigint;
     bottom bigint;
 BEGIN
-    WITH batch AS (
-        SELECT session_id,
-               min(ts) FILTER (WHERE type = 'SESSION_START') AS start_ms,
-               max(ts) FILTER (WHERE type = 'SESSION_END') AS end_ms,
-               count(*) FILTER (WHERE type = 'EVENT') AS event_count
+    WITH starts AS (
+        SELECT session_id, min(ts) AS new_start
           FROM new_rows
+         WHERE type = 'SESSION_START'
          GROUP BY session_id
     ), moved AS (
-        SELECT b.start_ms AS new_start, s.start_ms AS old_start
-          FROM batch b
-          LEFT JOIN sessions s ON s.id = b.session_id
-         WHERE b.start_ms IS NOT NULL AND (s.start_ms IS NULL OR b.start_ms < s.start_ms)
-    ), upserted_sessions AS (
-        INSERT INTO sessions AS s (id, start_ms, end_ms, event_count)
-        SELECT session_id, start_ms, end_ms, event_count FROM batch
-        ON CONFLICT (id) DO UPDATE
-           SET start_ms = LEAST(s.start_ms, EXCLUDED.start_ms),
-               end_ms = GREATEST(s.end_ms, EXCLUDED.end_ms),
-               event_count = s.event_count + EXCLUDED.event_count
-    ), counted_events AS (
-        INSERT INTO stats_event_deltas (minute_ms, name_id, events)
-        SELECT ts - ts % 60000, name_id, count(*)
-          FROM new_rows
-         WHERE type = 'EVENT'
-         GROUP BY 1, 2
+        SELECT new_start, (SELECT s.start_ms FROM sessions s WHERE s.id = starts.session_id) AS old_start
+          FROM starts
     )
     INSERT INTO stats_session_deltas (minute_ms, started)
     SELECT minute_ms, sum(delta)
-      FROM (SELECT new_start - new_start % 60000, 1 FROM moved
+      FROM (SELECT new_start - new_start % 60000, 1 FROM moved WHERE old_start IS NULL OR new_start < old_start
             UNION ALL
-            SELECT old_start - old_start % 60000, -1 FROM moved WHERE old_start IS NOT NULL) AS d (minute_ms, delta)
+            SELECT old_start - old_start % 60000, -1 FROM moved WHERE new_start < old_start) AS d (minute_ms, delta)
      GROUP BY minute_ms
     HAVING sum(delta) <> 0;
+
+    -- 001's statement, unchanged.
+    INSERT INTO sessions AS s (id, start_ms, end_ms, event_count)
+    SELECT session_id,
+           min(ts) FILTER (WHERE type = 'SESSION_START'),
+           max(ts) FILTER (WHERE type = 'SESSION_END'),
+           count(*) FILTER (WHERE type = 'EVENT')
+      FROM new_rows
+     GROUP BY session_id
+    ON CONFLICT (id) DO UPDATE
+       SET start_ms = LEAST(s.start_ms, EXCLUDED.start_ms),
+           end_ms = GREATEST(s.end_ms, EXCLUDED.end_ms),
+           event_count = s.event_count + EXCLUDED.event_count;
+
+    INSERT INTO stats_event_deltas (minute_ms, name_id, events)
+    SELECT ts - ts % 60000, name_id, count(*)
+      FROM new_rows
+     WHERE type = 'EVENT'
+     GROUP BY 1, 2;
 
     SELECT max(position), min(position) INTO top, bottom FROM new_rows;
     IF top IS NOT NULL THEN
