@@ -193,7 +193,7 @@ SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
 """
 
 # Distinct sessions of the EVENTs of some names in [$1, $2): an index-only scan of
-# events_event_ts, hashed.
+# the BRIN index events_ts_brin, then hashed.
 STATS_NAME_SESSIONS = """
 SELECT name_id, count(*) AS sessions
   FROM (SELECT DISTINCT name_id, session_id FROM events

@@ -111,7 +111,7 @@ async def load(url: str, args: argparse.Namespace, now_ms: int) -> tuple[int, in
         vacuum_s = time.monotonic() - t1
         # What migrating an existing database costs: 004 builds its two indexes and
         # recounts the rollups from the events (the trigger is already in place here).
-        await conn.execute("DROP INDEX sessions_start; DROP INDEX events_event_ts")
+        await conn.execute("DROP INDEX sessions_start; DROP INDEX events_ts_brin")
         t2 = time.monotonic()
         async with conn.transaction():
             await conn.execute(MIGRATION.read_text())
