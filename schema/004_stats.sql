@@ -102,7 +102,14 @@ DECLARE
     top bigint;
     bottom bigint;
 BEGIN
-    WITH starts AS (
+    -- The event deltas, and the start moves read before 001's upsert changes them.
+    WITH event_deltas AS (
+        INSERT INTO stats_event_deltas (minute_ms, name_id, events)
+        SELECT ts - ts % 60000, name_id, count(*)
+          FROM new_rows
+         WHERE type = 'EVENT'
+         GROUP BY 1, 2
+    ), starts AS (
         SELECT session_id, min(ts) AS new_start
           FROM new_rows
          WHERE type = 'SESSION_START'
@@ -131,12 +138,6 @@ BEGIN
        SET start_ms = LEAST(s.start_ms, EXCLUDED.start_ms),
            end_ms = GREATEST(s.end_ms, EXCLUDED.end_ms),
            event_count = s.event_count + EXCLUDED.event_count;
-
-    INSERT INTO stats_event_deltas (minute_ms, name_id, events)
-    SELECT ts - ts % 60000, name_id, count(*)
-      FROM new_rows
-     WHERE type = 'EVENT'
-     GROUP BY 1, 2;
 
     SELECT max(position), min(position) INTO top, bottom FROM new_rows;
     IF top IS NOT NULL THEN
