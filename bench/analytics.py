@@ -213,17 +213,14 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                             [
                                 ("events/names from rollups", [queries.STATS_EVENT_TOTALS, *b]),
                                 (
-                                    "sessions by event count",
+                                    "sessions in one pass",
                                     [
                                         queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS)),
                                         rng.start,
                                         rng.end,
                                         list(st.HISTOGRAM_BOUNDS_MS),
+                                        list(st.DURATION_BOUNDS),
                                     ],
-                                ),
-                                (
-                                    "duration buckets",
-                                    [queries.STATS_DURATION_BUCKETS, rng.start, rng.end, list(st.DURATION_BOUNDS)],
                                 ),
                             ],
                         ),

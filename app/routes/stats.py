@@ -41,8 +41,12 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     totals = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *_bounds(rng))
-    groups = await conn.fetch(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS))
+    rows = await conn.fetch(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS), list(st.DURATION_BOUNDS))
     assert totals is not None
+    groups = [r for r in rows if not r["by_duration"]]
+    duration_counts = {
+        r["duration_bucket"]: int(r["started"]) for r in rows if r["by_duration"] and r["duration_bucket"] is not None
+    }
     started = sum(int(g["started"]) for g in groups)
     ended = sum(int(g["ended"]) for g in groups)
     duration_sum = sum(int(g["duration_sum"] or 0) for g in groups)
@@ -50,7 +54,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
     bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
     per_session = {int(g["event_count"]): int(g["started"]) for g in groups}
     events_p = st.percentiles_from_counts(per_session, (50, 90))
-    durations_p = await _duration_percentiles(conn, rng, ended, (50, 90, 99))
+    durations_p = await _duration_percentiles(conn, rng, duration_counts, ended, (50, 90, 99))
     return {
         "from": rng.start,
         "to": rng.end,
@@ -73,13 +77,11 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
 
 
 async def _duration_percentiles(
-    conn: asyncpg.Connection, rng: st.Range, ended: int, percents: Sequence[int]
+    conn: asyncpg.Connection, rng: st.Range, counts: dict[int, int], ended: int, percents: Sequence[int]
 ) -> dict[int, int | None]:
-    """Exact nearest-rank percentiles: count per fine bucket, then read and sort only the buckets holding a rank."""
+    """Exact nearest-rank percentiles: only the buckets that hold a wanted rank are read and sorted."""
     if not ended:
         return {p: None for p in percents}
-    rows = await conn.fetch(queries.STATS_DURATION_BUCKETS, rng.start, rng.end, list(st.DURATION_BOUNDS))
-    counts = {r["bucket"]: int(r["n"]) for r in rows}
     ranks = {p: st.nearest_rank(ended, p) for p in percents}
     located = st.locate_ranks(counts, ranks.values())
     buckets = sorted({bucket for bucket, _ in located.values()})
