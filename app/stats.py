@@ -359,14 +359,6 @@ def histogram(counts: Sequence[int]) -> list[dict[str, int | None]]:
     return [{"le_ms": bound, "sessions": int(count)} for bound, count in zip(bounds, counts, strict=True)]
 
 
-# --- names ------------------------------------------------------------------------------
-
-
-def top_names(counts: Mapping[str, int], limit: int) -> list[tuple[str, int]]:
-    """Most events first, ties by name (code point order, as the SQL's COLLATE "C")."""
-    return sorted(((n, c) for n, c in counts.items() if c > 0), key=lambda item: (-item[1], item[0]))[:limit]
-
-
 # --- funnels ------------------------------------------------------------------------------
 
 

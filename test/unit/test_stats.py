@@ -201,7 +201,3 @@ def test_range_defaults() -> None:
     assert st.parse_range({"from": [str(now + 1)]}, now) == st.Range(now + 1, now + 1 + st.DAY_MS)
     with pytest.raises(st.BadParameter):
         st.parse_range({"from": ["5"], "to": ["5"]}, now)
-
-
-def test_top_names_order() -> None:
-    assert st.top_names({"b": 2, "a": 2, "B": 2, "z": 3, "none": 0}, 3) == [("z", 3), ("B", 2), ("a", 2)]
