@@ -31,8 +31,8 @@ _SUMMARY_SQL = queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS))
 _FUNNEL_PREFETCH = 5_000
 
 
-def _bounds(rng: st.Range) -> tuple[int, int, int, int, int, int]:
-    return st.split_range(rng).bounds()
+def _bounds(rng: st.Range) -> tuple[int, ...]:
+    return st.split_range(rng).event_bounds()
 
 
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -41,11 +41,20 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     totals = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *_bounds(rng))
-    row = await conn.fetchrow(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS))
-    assert totals is not None and row is not None
-    started, ended = int(row["started"]), int(row["ended"])
-    at_most = [int(row[f"at_most_{i}"]) for i in range(1, len(st.HISTOGRAM_BOUNDS_MS) + 1)]
+    rows = await conn.fetch(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS), list(st.DURATION_BOUNDS))
+    assert totals is not None
+    groups = [r for r in rows if not r["by_duration"]]
+    duration_counts = {
+        r["duration_bucket"]: int(r["started"]) for r in rows if r["by_duration"] and r["duration_bucket"] is not None
+    }
+    started = sum(int(g["started"]) for g in groups)
+    ended = sum(int(g["ended"]) for g in groups)
+    duration_sum = sum(int(g["duration_sum"] or 0) for g in groups)
+    at_most = [sum(int(g[f"at_most_{i}"]) for g in groups) for i in range(1, len(st.HISTOGRAM_BOUNDS_MS) + 1)]
     bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
+    per_session = {int(g["event_count"]): int(g["started"]) for g in groups}
+    events_p = st.percentiles_from_counts(per_session, (50, 90))
+    durations_p = await _duration_percentiles(conn, rng, duration_counts, ended, (50, 90, 99))
     return {
         "from": rng.start,
         "to": rng.end,
@@ -53,18 +62,38 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
         "events": int(totals["events"]),
         "names": int(totals["names"]),
         "duration_ms": {
-            "p50": row["duration_p50"],
-            "p90": row["duration_p90"],
-            "p99": row["duration_p99"],
-            "mean": st.mean(int(row["duration_sum"] or 0), ended),
+            "p50": durations_p[50],
+            "p90": durations_p[90],
+            "p99": durations_p[99],
+            "mean": st.mean(duration_sum, ended),
         },
         "events_per_session": {
-            "p50": row["events_p50"],
-            "p90": row["events_p90"],
-            "mean": st.mean(int(row["events_sum"] or 0), started),
+            "p50": events_p[50],
+            "p90": events_p[90],
+            "mean": st.mean(sum(k * n for k, n in per_session.items()), started),
         },
         "duration_histogram": st.histogram(bins),
     }
+
+
+async def _duration_percentiles(
+    conn: asyncpg.Connection, rng: st.Range, counts: dict[int, int], ended: int, percents: Sequence[int]
+) -> dict[int, int | None]:
+    """Exact nearest-rank percentiles: only the buckets that hold a wanted rank are read and sorted."""
+    if not ended:
+        return {p: None for p in percents}
+    ranks = {p: st.nearest_rank(ended, p) for p in percents}
+    located = st.locate_ranks(counts, ranks.values())
+    buckets = sorted({bucket for bucket, _ in located.values()})
+    spans = [st.duration_bucket_range(b) for b in buckets]
+    spans += [(0, 0)] * (3 - len(spans))  # three ranges in the SQL; (0, 0) is empty
+    rows = await conn.fetch(queries.STATS_DURATIONS_BETWEEN, rng.start, rng.end, *(x for span in spans for x in span))
+    values: dict[int, list[int]] = {b: [] for b in buckets}
+    for row in rows:
+        values[st.duration_bucket(row["duration"])].append(row["duration"])
+    for listed in values.values():
+        listed.sort()
+    return {p: values[located[k][0]][located[k][1] - 1] for p, k in ranks.items()}
 
 
 def _timeseries_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -75,21 +104,24 @@ def _timeseries_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     bucket, size, wanted = options["bucket"], options["size"], options["names"]
-    bounds = _bounds(rng)
+    bounds = st.split_range(rng, hours=bucket != "minute").event_bounds()
+    session_bounds = st.split_range(rng, hours=False).session_bounds()
     if wanted:
         ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, wanted)}
         series_names = [(name, ids.get(name)) for name in wanted]
     else:
-        top = await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, st.DEFAULT_TOP_NAMES)
+        top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), st.DEFAULT_TOP_NAMES)
         series_names = [(r["name"], r["name_id"]) for r in top]
     starts = st.bucket_starts(rng, size)
-    totals = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
-    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
+    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *session_bounds, size)}
     known_ids = [i for _, i in series_names if i is not None]
+    totals: dict[int, int] = {}
     per_name: dict[int, dict[int, int]] = {i: {} for i in known_ids}
-    if known_ids:
-        for r in await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, known_ids):
-            per_name[r["name_id"]][r["bucket"]] = int(r["n"])
+    for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size, known_ids):
+        if r["is_total"]:
+            totals[r["bucket"]] = int(r["n"])
+        elif r["series"] is not None:
+            per_name[r["series"]][r["bucket"]] = int(r["n"])
     return {
         "from": rng.start,
         "to": rng.end,

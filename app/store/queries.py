@@ -171,23 +171,39 @@ SELECT * FROM (
 LISTEN_CHANNEL = "eventservice_events"
 
 # --- reads: analytics (app/routes/stats.py, schema/004_stats.sql) ------------------
-# A range [from, to) is read as its whole minutes from the rollups ($1, $2) plus its
-# partial edge minutes from the base tables ($3, $4 and $5, $6; (0, 0) when empty),
-# see app/reads/stats.py split_range. Every read of one response runs in one
-# REPEATABLE READ snapshot, so the figures agree with each other.
+# A range [from, to) of EVENTs is read as its whole hours from the hourly rollup
+# ($1, $2), the whole minutes outside them from the per-minute rollup ($3–$6), and
+# the partial minutes at its edges from events itself ($7–$10); (0, 0) marks an
+# empty part, see app/reads/stats.py split_range. The trigger's deltas not yet folded
+# into the rollups (at most ~10,000 rows, schema/004_stats.sql) count wherever
+# their minute lies among the whole minutes and hours. Sessions use minutes and edges only
+# ($1–$6). Every read of one response runs in one REPEATABLE READ snapshot, so
+# the figures agree with each other.
 STATS_WORK_MEM = "SET LOCAL work_mem = '64MB'"
 
 _EVENTS_IN_RANGE = """
-    SELECT minute_ms AS ts, name_id, events AS n FROM stats_event_minutes
-     WHERE minute_ms >= $1 AND minute_ms < $2
+    SELECT hour_ms AS ts, name_id, events AS n FROM stats_event_hours
+     WHERE hour_ms >= $1 AND hour_ms < $2
     UNION ALL
-    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $3 AND ts < $4
+    SELECT minute_ms, name_id, events FROM stats_event_minutes
+     WHERE minute_ms >= $3 AND minute_ms < $4
     UNION ALL
-    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $5 AND ts < $6
+    SELECT minute_ms, name_id, events FROM stats_event_minutes
+     WHERE minute_ms >= $5 AND minute_ms < $6
+    UNION ALL
+    SELECT minute_ms, name_id, events FROM stats_event_deltas
+     WHERE minute_ms >= $1 AND minute_ms < $2 OR minute_ms >= $3 AND minute_ms < $4 OR minute_ms >= $5 AND minute_ms < $6
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $7 AND ts < $8
+    UNION ALL
+    SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $9 AND ts < $10
 """
 
 _SESSIONS_IN_RANGE = """
     SELECT minute_ms AS ts, started AS n FROM stats_session_minutes
+     WHERE minute_ms >= $1 AND minute_ms < $2
+    UNION ALL
+    SELECT minute_ms, started FROM stats_session_deltas
      WHERE minute_ms >= $1 AND minute_ms < $2
     UNION ALL
     SELECT start_ms, 1 FROM sessions WHERE start_ms >= $3 AND start_ms < $4
@@ -202,7 +218,7 @@ SELECT n.id AS name_id, n.name, c.events
   JOIN event_names n ON n.id = c.name_id
  WHERE c.events > 0
  ORDER BY c.events DESC, n.name COLLATE "C"
- LIMIT $7
+ LIMIT $11
 """
 
 # EVENTs in the range and how many distinct names they carry.
@@ -212,19 +228,17 @@ SELECT coalesce(sum(events), 0)::bigint AS events, count(*) AS names
  WHERE c.events > 0
 """
 
-# $7: bucket size in ms. Timestamps are >= 0, so integer division floors.
+# Per bucket ($11: its size in ms) in one pass over the range: the total of every
+# name (is_total) and the count of each name of $12 (the series). Timestamps are
+# >= 0, so integer division floors; an hourly row lands in its hour's bucket, which
+# is why minute buckets are given no hours.
 STATS_EVENT_BUCKETS = f"""
-SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
-  FROM ({_EVENTS_IN_RANGE}) AS x
- GROUP BY 1
-"""
-
-# $8: the name ids of the series.
-STATS_NAME_BUCKETS = f"""
-SELECT (ts / $7) * $7 AS bucket, name_id, sum(n)::bigint AS n
-  FROM ({_EVENTS_IN_RANGE}) AS x
- WHERE name_id = ANY($8::int[])
- GROUP BY 1, 2
+SELECT bucket, series, GROUPING(series) = 1 AS is_total, sum(n)::bigint AS n
+  FROM (SELECT (ts / $11) * $11 AS bucket,
+               CASE WHEN name_id = ANY($12::int[]) THEN name_id END AS series,
+               n
+          FROM ({_EVENTS_IN_RANGE}) AS x) AS y
+ GROUP BY GROUPING SETS ((bucket), (bucket, series))
 """
 
 STATS_SESSION_BUCKETS = f"""
@@ -235,7 +249,7 @@ SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
 """
 
 # Distinct sessions of the EVENTs of some names in [$1, $2): an index-only scan of
-# events_event_ts, hashed.
+# the BRIN index events_ts_brin, then hashed.
 STATS_NAME_SESSIONS = """
 SELECT name_id, count(*) AS sessions
   FROM (SELECT DISTINCT name_id, session_id FROM events
@@ -243,42 +257,45 @@ SELECT name_id, count(*) AS sessions
  GROUP BY name_id
 """
 
-# The sessions started in [$1, $2), in one pass: counts, sums for the means, the
-# histogram as cumulative counts per upper bound ($3, ascending), and the
-# nearest-rank percentiles picked from the sorted values by integer rank
-# (ceil(p·n/100), computed exactly; percentile_disc's float fraction can be off by one).
+# The sessions started in [$1, $2), in one pass, grouped two ways (hashed, no sort):
+# - by their number of EVENTs (a few dozen groups): the sessions, those that
+#   ended, the sum of durations, and the cumulative histogram counts per upper
+#   bound ($3, ascending); app/routes/stats.py adds the groups up and reads the
+#   events-per-session percentiles off them exactly;
+# - the ended ones by fine duration bucket (width_bucket on the ~1,500 integer
+#   bounds $4, 2 % apart, so bucket order is value order): how many per bucket.
+# Exact duration percentiles then need only the values of the few buckets that
+# hold a wanted rank (STATS_DURATIONS_BETWEEN), not a sort of a million values.
 def _at_most(bounds: int) -> str:
-    return ",\n           ".join(
-        f"count(*) FILTER (WHERE ended AND duration <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
+    return ",\n       ".join(
+        f"count(*) FILTER (WHERE end_ms - start_ms <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
     )
 
 
 def stats_sessions_summary(bounds: int) -> str:
     return f"""
-WITH s AS (
-    SELECT end_ms - start_ms AS duration, event_count, end_ms IS NOT NULL AS ended
-      FROM sessions
-     WHERE start_ms >= $1 AND start_ms < $2
-), agg AS (
-    SELECT count(*) AS started,
-           count(*) FILTER (WHERE ended) AS ended,
-           sum(duration) AS duration_sum,
-           sum(event_count) AS events_sum,
-           array_agg(duration ORDER BY duration) FILTER (WHERE ended) AS durations,
-           array_agg(event_count ORDER BY event_count) AS counts,
-           {_at_most(bounds)}
-      FROM s
-)
-SELECT started, ended, duration_sum, events_sum,
-       {", ".join(f"at_most_{i}" for i in range(1, bounds + 1))},
-       durations[(50 * ended + 99) / 100] AS duration_p50,
-       durations[(90 * ended + 99) / 100] AS duration_p90,
-       durations[(99 * ended + 99) / 100] AS duration_p99,
-       counts[(50 * started + 99) / 100] AS events_p50,
-       counts[(90 * started + 99) / 100] AS events_p90
-  FROM agg
+SELECT GROUPING(event_count) = 1 AS by_duration, event_count, duration_bucket,
+       count(*) AS started,
+       count(end_ms) AS ended,
+       sum(end_ms - start_ms) AS duration_sum,
+       {_at_most(bounds)}
+  FROM (SELECT start_ms, end_ms, event_count,
+               CASE WHEN end_ms IS NOT NULL THEN width_bucket(end_ms - start_ms, $4::bigint[]) END AS duration_bucket
+          FROM sessions
+         WHERE start_ms >= $1 AND start_ms < $2) AS s
+ GROUP BY GROUPING SETS ((event_count), (duration_bucket))
 """
 
+
+# The durations in up to three half-open ranges [$3, $4), [$5, $6), [$7, $8).
+STATS_DURATIONS_BETWEEN = """
+SELECT end_ms - start_ms AS duration
+  FROM sessions
+ WHERE start_ms >= $1 AND start_ms < $2 AND end_ms IS NOT NULL
+   AND (end_ms - start_ms >= $3 AND end_ms - start_ms < $4
+        OR end_ms - start_ms >= $5 AND end_ms - start_ms < $6
+        OR end_ms - start_ms >= $7 AND end_ms - start_ms < $8)
+"""
 
 STATS_NAME_IDS = "SELECT id, name FROM event_names WHERE name = ANY($1::text[])"
 

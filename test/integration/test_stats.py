@@ -305,29 +305,89 @@ async def test_late_events_and_earlier_starts_move_figures(service: Service, sql
         late.append((sid, "EVENT", base - rng.randrange(0, DAY), rng.choice(NAMES)))
         late.append((sid, "SESSION_END", base + rng.randrange(0, HOUR), None))
     late += generate(rng, T0 + HOUR, 15, DAY)
-    for i in range(0, len(late), 11):
+    # Several statements in one transaction: each sees the sessions as the previous left them.
+    async with sql.transaction():
+        for i in range(0, len(late) // 2, 11):
+            await insert(sql, loaded, late[i : min(i + 11, len(late) // 2)])
+    for i in range(len(late) // 2, len(late), 11):
         await insert(sql, loaded, late[i : i + 11])
     await check_all(service, loaded, 2)
+
+
+ROLLUP_EVENTS = """
+SELECT m, name_id, sum(n) AS n FROM (
+    SELECT minute_ms AS m, name_id, events AS n FROM stats_event_minutes
+    UNION ALL SELECT minute_ms, name_id, events FROM stats_event_deltas) AS x
+ GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2
+"""
+ROLLUP_HOURS = """
+SELECT m, name_id, sum(n) AS n FROM (
+    SELECT hour_ms AS m, name_id, events AS n FROM stats_event_hours
+    UNION ALL SELECT minute_ms - minute_ms % 3600000, name_id, events FROM stats_event_deltas) AS x
+ GROUP BY 1, 2 HAVING sum(n) <> 0 ORDER BY 1, 2
+"""
+ROLLUP_SESSIONS = """
+SELECT m, sum(n) AS n FROM (
+    SELECT minute_ms AS m, started AS n FROM stats_session_minutes
+    UNION ALL SELECT minute_ms, started FROM stats_session_deltas) AS x
+ GROUP BY 1 HAVING sum(n) <> 0 ORDER BY 1
+"""
+RECOUNT_EVENTS = (
+    "SELECT ts - ts % 60000 AS m, name_id, count(*) AS n FROM events WHERE type = 'EVENT' GROUP BY 1, 2 ORDER BY 1, 2"
+)
+RECOUNT_HOURS = RECOUNT_EVENTS.replace("60000", "3600000")
+RECOUNT_SESSIONS = (
+    "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
+)
+
+
+async def assert_rollups_exact(sql: asyncpg.Connection) -> None:
+    assert await sql.fetch(ROLLUP_EVENTS) == await sql.fetch(RECOUNT_EVENTS)
+    assert await sql.fetch(ROLLUP_HOURS) == await sql.fetch(RECOUNT_HOURS)
+    assert await sql.fetch(ROLLUP_SESSIONS) == await sql.fetch(RECOUNT_SESSIONS)
 
 
 async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
     service: Service, sql: asyncpg.Connection, loaded: Model
 ) -> None:
-    recount_events = (
-        "SELECT ts - ts % 60000 AS m, name_id, count(*) AS n FROM events WHERE type = 'EVENT' GROUP BY 1, 2 ORDER BY 1, 2"
-    )
-    rollup_events = "SELECT minute_ms AS m, name_id, events AS n FROM stats_event_minutes WHERE events <> 0 ORDER BY 1, 2"
-    recount_sessions = (
-        "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
-    )
-    rollup_sessions = "SELECT minute_ms AS m, started AS n FROM stats_session_minutes WHERE started <> 0 ORDER BY 1"
-    assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
-    assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
-    # A second run (the service after docker's initdb ran the file) recounts, never adds.
+    await assert_rollups_exact(sql)
+    # A second run (the service after docker's initdb ran the file) recounts, never adds;
+    # and a database whose events predate the rollups (emptied here) gets them backfilled.
     await sql.execute(SCHEMA_004.read_text())
-    assert await sql.fetch(rollup_events) == await sql.fetch(recount_events)
-    assert await sql.fetch(rollup_sessions) == await sql.fetch(recount_sessions)
+    await assert_rollups_exact(sql)
+    await sql.execute(
+        "TRUNCATE stats_event_minutes, stats_event_hours, stats_session_minutes, stats_event_deltas, stats_session_deltas"
+    )
+    await sql.execute(SCHEMA_004.read_text())
+    await assert_rollups_exact(sql)
     await check_all(service, loaded, 3)
+
+
+async def test_folding_deltas_changes_no_figure(service: Service, sql: asyncpg.Connection, loaded: Model) -> None:
+    """Deltas counted where they are, then folded into the rollups: the same figures either way."""
+    rng = random.Random(11)
+    for i, rows in enumerate([generate(rng, T0 + 2 * HOUR, 10, DAY) for _ in range(3)]):
+        await insert(sql, loaded, rows)
+        if i == 1:
+            assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") > 0
+            await check_all(service, loaded, 4)
+            await sql.execute("SELECT stats_fold()")
+            assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
+            assert await sql.fetchval("SELECT count(*) FROM stats_session_deltas") == 0
+    await assert_rollups_exact(sql)
+    await check_all(service, loaded, 5)
+
+
+async def test_a_statement_crossing_a_fold_point_folds(sql: asyncpg.Connection, loaded: Model) -> None:
+    """The trigger folds when positions cross a multiple of 10,000: the deltas stay bounded."""
+    head = await sql.fetchval("SELECT max(position) FROM events")
+    rows: list[Row] = []
+    sid = str(uuid.uuid4())
+    rows.append((sid, "SESSION_START", T0 + 3 * DAY, None))
+    rows += [(sid, "EVENT", T0 + 3 * DAY + i, NAMES[i % len(NAMES)]) for i in range(10_000 - head % 10_000 + 5)]
+    await insert(sql, loaded, rows)
+    assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
+    await assert_rollups_exact(sql)
 
 
 async def test_websocket_ingest_counts_too(service: Service, loaded: Model) -> None:

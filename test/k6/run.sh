@@ -3,7 +3,7 @@
 #
 #   test/k6/run.sh [BASE_URL] [script ...]
 #
-#   test/k6/run.sh                                   # all four against http://127.0.0.1:8000
+#   test/k6/run.sh                                   # all five against http://127.0.0.1:8000
 #   test/k6/run.sh https://events.example.com load   # one script, another host
 #   TOKEN=secret test/k6/run.sh                      # same token for ingest and reads
 #   INGEST_TOKEN=a READ_TOKEN=b test/k6/run.sh       # one of each
@@ -27,7 +27,7 @@ BASE_URL="${BASE_URL%/}"
 
 scripts=("$@")
 if [[ ${#scripts[@]} -eq 0 ]]; then
-  scripts=(websocket session sse load)
+  scripts=(websocket session sse load stats)
 fi
 
 if ! command -v k6 >/dev/null 2>&1; then

@@ -24,7 +24,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 K6_DIR = ROOT / "test" / "k6"
-SCRIPTS = ["websocket", "session", "sse", "load"]
+SCRIPTS = ["websocket", "session", "sse", "load", "stats"]
 NODE = shutil.which("node")
 
 
@@ -280,6 +280,81 @@ export function handle(method, rawUrl, params, live) {
     if (start.bad) return jsonResponse(400, { error: 'invalid_last_event_id', message: 'fake' });
     if (live) return { start };
     return streamBody(url, start, true);
+  }
+  if (p.startsWith('/stats/')) return stats(p, url);
+  return jsonResponse(404, { error: 'not_found', message: `fake: no route ${p}` });
+}
+
+// /stats/… from SPEC's definitions, by brute force over the stored rows.
+function stats(p, url) {
+  const q = url.searchParams;
+  const to = q.has('to') ? Number(q.get('to')) : Date.now();
+  const from = q.has('from') ? Number(q.get('from')) : to - 86400000;
+  if (!(from < to)) return jsonResponse(400, { error: 'invalid_range', message: 'fake' });
+  const inRange = (t) => t >= from && t < to;
+  const events = rows.filter((r) => r.type === 'EVENT' && inRange(r.timestamp));
+  const started = [...sessions.entries()].filter(([, s]) => s.start !== null && inRange(s.start));
+  const rank = (vals, pct) => (vals.length ? [...vals].sort((a, b) => a - b)[Math.ceil((pct * vals.length) / 100) - 1] : null);
+  const mean = (vals) => (vals.length ? vals.reduce((a, b) => a + b, 0) / vals.length : null);
+  const byName = new Map();
+  for (const r of events) {
+    const e = byName.get(r.name) || { name: r.name, events: 0, ids: new Set() };
+    e.events += 1;
+    e.ids.add(r.session_id);
+    byName.set(r.name, e);
+  }
+  const ranked = [...byName.values()].sort((a, b) => b.events - a.events || (a.name < b.name ? -1 : 1));
+  if (p === '/stats/summary') {
+    const durations = started.filter(([, s]) => s.end !== null).map(([, s]) => s.end - s.start);
+    const counts = started.map(([id]) => rows.filter((r) => r.session_id === id && r.type === 'EVENT').length);
+    const bounds = [1000, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000, null];
+    const shift = state.mode === 'wrong_stats' ? 1 : 0;
+    return jsonResponse(200, {
+      from, to,
+      sessions: { started: started.length + shift, ended: durations.length, open: started.length - durations.length },
+      events: events.length, names: byName.size,
+      duration_ms: { p50: rank(durations, 50), p90: rank(durations, 90), p99: rank(durations, 99), mean: mean(durations) },
+      events_per_session: { p50: rank(counts, 50), p90: rank(counts, 90), mean: mean(counts) },
+      duration_histogram: bounds.map((le, i) => ({
+        le_ms: le,
+        sessions: durations.filter((d) => (i === 0 || d > bounds[i - 1]) && (le === null || d <= le)).length,
+      })),
+    });
+  }
+  if (p === '/stats/timeseries') {
+    const size = { minute: 60000, hour: 3600000, day: 86400000 }[q.get('bucket') || 'hour'];
+    if (!size) return jsonResponse(400, { error: 'invalid_bucket', message: 'fake' });
+    const starts = [];
+    for (let t = from - (from % size); t < to; t += size) starts.push(t);
+    const points = (ts) => starts.map((b) => [b, ts.filter((t) => t >= b && t < b + size).length]);
+    const names = q.getAll('name').length ? q.getAll('name') : ranked.slice(0, 5).map((e) => e.name);
+    return jsonResponse(200, {
+      from, to, bucket: q.get('bucket') || 'hour',
+      total: points(events.map((r) => r.timestamp)),
+      sessions_started: points(started.map(([, s]) => s.start)),
+      series: names.map((name) => ({ name, points: points(events.filter((r) => r.name === name).map((r) => r.timestamp)) })),
+    });
+  }
+  if (p === '/stats/names') {
+    const limit = Number(q.get('limit') || 50);
+    const names = ranked.slice(0, limit).map((e) => ({ name: e.name, events: e.events, sessions: e.ids.size }));
+    return jsonResponse(200, { from, to, names });
+  }
+  if (p === '/stats/funnel') {
+    const steps = q.getAll('step');
+    if (steps.length < 2 || steps.length > 10) return jsonResponse(400, { error: 'invalid_step', message: 'fake' });
+    const reached = steps.map(() => 0);
+    for (const [id] of started) {
+      const mine = rows.filter((r) => r.session_id === id && r.type === 'EVENT')
+        .sort((a, b) => a.timestamp - b.timestamp || (a.position < b.position ? -1 : 1));
+      let depth = 0;
+      for (const r of mine) if (depth < steps.length && r.name === steps[depth]) depth += 1;
+      for (let k = 0; k < depth; k += 1) reached[k] += 1;
+    }
+    return jsonResponse(200, {
+      from, to,
+      steps: steps.map((name, k) => ({ name, sessions: reached[k], conversion: reached[0] ? reached[k] / reached[0] : null })),
+    });
   }
   return jsonResponse(404, { error: 'not_found', message: `fake: no route ${p}` });
 }
@@ -696,6 +771,36 @@ def test_session_setup_aborts_when_the_upload_is_refused(harness: Path) -> None:
     assert any("upload of the example session failed" in e for e in report["errors"])
 
 
+# --------------------------------------------------------------------------- stats.js
+
+
+@needs_node
+def test_stats_checks_exact_figures_of_its_own_window(harness: Path) -> None:
+    report = run_script(harness, "stats", ["setup", "default", "default"])
+    passed_cleanly(report)
+    assert len(report["checks"]) >= 12
+    assert all(c["pass"] == 2 or c["pass"] == 6 for c in report["checks"].values()), report["checks"]
+    requests = reads(report)
+    assert all(r["headers"].get("Authorization") == f"Bearer {READ_TOKEN}" for r in requests)
+    paths = {r["path"] for r in requests}
+    assert paths == {"/stats/summary", "/stats/timeseries", "/stats/names", "/stats/funnel"}
+    assert [r for r in requests if r["expected"] == [400]], "the reversed-range probe must be an expected status"
+    # Three sessions uploaded over /ws, each with its own sessionId.
+    assert len(report["connects"]) == 3 and all(a["type"] == "ACK" for a in report["answers"])
+
+
+@needs_node
+def test_stats_checks_catch_a_wrong_figure(harness: Path) -> None:
+    report = run_script(harness, "stats", ["setup", "default"], mode="wrong_stats")
+    assert report["checks"]["summary: 3 started, 2 ended, 1 open"] == {"pass": 0, "fail": 1}
+
+
+@needs_node
+def test_stats_setup_aborts_when_the_upload_is_refused(harness: Path) -> None:
+    report = run_script(harness, "stats", ["setup"], mode="error")
+    assert any("upload of the stats sessions failed" in e for e in report["errors"])
+
+
 # --------------------------------------------------------------------------- sse.js
 
 
@@ -889,7 +994,7 @@ def test_run_sh_runs_every_script_against_the_url_with_tokens_in_the_environment
 def test_run_sh_runs_the_rest_and_fails_when_one_script_fails(tmp_path: Path) -> None:
     code, rows = run_sh(tmp_path, [], {"FAKE_K6_FAIL": "session", "INGEST_TOKEN": "a", "READ_TOKEN": "b"})
     assert code == 1
-    assert len(rows) == 4
+    assert len(rows) == len(SCRIPTS)
     assert all(r[1] == "http://127.0.0.1:8000" and r[3] == "a" and r[4] == "b" for r in rows)
 
 

@@ -21,6 +21,37 @@ def test_nearest_rank_is_the_smallest_value_with_p_percent_at_or_below(values: l
     assert st.percentile(ordered, p) == expected
 
 
+@given(
+    values=hs.lists(hs.integers(-(10**6), 10**13), min_size=1, max_size=300),
+    percents=hs.lists(hs.integers(1, 100), min_size=1, max_size=4),
+)
+def test_percentiles_through_fine_buckets_equal_sorting(values: list[int], percents: list[int]) -> None:
+    """What the summary does for durations: count per bucket, then sort only the buckets holding a rank."""
+    counts: dict[int, int] = {}
+    for v in values:
+        counts[st.duration_bucket(v)] = counts.get(st.duration_bucket(v), 0) + 1
+    ranks = {p: st.nearest_rank(len(values), p) for p in percents}
+    located = st.locate_ranks(counts, ranks.values())
+    for v in values:
+        lo, hi = st.duration_bucket_range(st.duration_bucket(v))
+        assert lo <= v < hi  # the SQL reads a bucket's values back by this range
+    for p, k in ranks.items():
+        bucket, inside = located[k]
+        members = sorted(v for v in values if st.duration_bucket(v) == bucket)
+        assert members[inside - 1] == st.percentile(sorted(values), p)
+    grouped: dict[int, int] = {}
+    for v in values:
+        grouped[v] = grouped.get(v, 0) + 1
+    assert st.percentiles_from_counts(grouped, percents) == {p: st.percentile(sorted(values), p) for p in percents}
+
+
+def test_duration_buckets_are_width_bucket_and_ordered() -> None:
+    bounds = st.DURATION_BOUNDS
+    assert list(bounds) == sorted(set(bounds)) and bounds[0] == 0 and bounds[-1] >= st.MAX_TIMESTAMP_MS
+    assert all(b / a <= 1.03 for a, b in itertools.pairwise(bounds) if a >= 100)  # fine: ~2 % wide
+    assert [st.duration_bucket(d) for d in (-1, 0, 1, 100, 101)] == [0, 1, 2, 101, 101]
+
+
 def test_percentile_of_nothing_is_null() -> None:
     assert st.percentile([], 50) is None
     assert st.mean(0, 0) is None
@@ -52,19 +83,27 @@ def test_too_many_buckets() -> None:
     assert caught.value.code == "too_many_buckets"
 
 
-@given(start=TIMES, length=hs.integers(1, 5 * st.DAY_MS))
-def test_split_covers_the_range_with_whole_minutes_and_edges(start: int, length: int) -> None:
+@given(start=TIMES, length=hs.integers(1, 5 * st.DAY_MS), hours=hs.booleans())
+def test_split_covers_the_range_exactly_with_hours_minutes_and_edges(start: int, length: int, hours: bool) -> None:
     rng = st.Range(start, start + length)
-    split = st.split_range(rng)
-    parts = [p for p in (split.head, split.minutes, split.tail) if p != (0, 0)]
+    split = st.split_range(rng, hours=hours)
+    hour_parts = [split.hours] if split.hours != st.EMPTY else []
+    minute_parts = [p for p in split.minutes if p != st.EMPTY]
+    raw_parts = [p for p in split.raw if p != st.EMPTY]
+    parts = sorted(hour_parts + minute_parts + raw_parts)
     assert all(lo < hi for lo, hi in parts)
     assert parts[0][0] == rng.start and parts[-1][1] == rng.end
     assert all(a[1] == b[0] for a, b in itertools.pairwise(parts))  # contiguous, no overlap
-    lo, hi = split.minutes
-    assert lo % st.MINUTE_MS == 0 and hi % st.MINUTE_MS == 0
-    for lo, hi in (split.head, split.tail):
-        # edges are partial minutes only: under a minute each, or under two when no whole minute lies inside
-        assert hi - lo < (st.MINUTE_MS if split.minutes != (0, 0) else 2 * st.MINUTE_MS)
+    assert all(lo % st.HOUR_MS == 0 and hi % st.HOUR_MS == 0 for lo, hi in hour_parts)
+    assert all(lo % st.MINUTE_MS == 0 and hi % st.MINUTE_MS == 0 for lo, hi in minute_parts)
+    # Raw edges are partial minutes: a whole minute inside them would belong to a rollup.
+    for lo, hi in raw_parts:
+        assert -(-lo // st.MINUTE_MS) * st.MINUTE_MS + st.MINUTE_MS > hi
+    if not hours:
+        assert split.hours == st.EMPTY and split.minutes[1] == st.EMPTY
+        assert len(split.session_bounds()) == 6
+    elif length > 3 * st.HOUR_MS:
+        assert split.hours != st.EMPTY  # a long range reads hours, not thousands of minutes
 
 
 @given(duration=hs.integers(-(10**7), 10**8))
@@ -162,7 +201,3 @@ def test_range_defaults() -> None:
     assert st.parse_range({"from": [str(now + 1)]}, now) == st.Range(now + 1, now + 1 + st.DAY_MS)
     with pytest.raises(st.BadParameter):
         st.parse_range({"from": ["5"], "to": ["5"]}, now)
-
-
-def test_top_names_order() -> None:
-    assert st.top_names({"b": 2, "a": 2, "B": 2, "z": 3, "none": 0}, 3) == [("z", 3), ("B", 2), ("a", 2)]
