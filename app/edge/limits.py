@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
+from app.codes import ErrorCode
 from app.config import Settings
 from app.edge.auth import PRINCIPAL_KEY
 from app.errors import error_response
@@ -129,7 +130,7 @@ def admit_batch(scope: Scope, number: int) -> RateLimited | None:
     if wait == 0:
         return None
     message = f"Too many batches: this connection or its token is over its rate limit; send again in {wait} ms."
-    return RateLimited(number, None, "rate_limited", message, retry_after_ms=wait)
+    return RateLimited(number, None, ErrorCode.RATE_LIMITED, message, retry_after_ms=wait)
 
 
 class ConnectionLimits:
@@ -163,7 +164,7 @@ class ConnectionLimits:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         reason = f"The server is at its connection limit ({self.max_connections}); try again later."
         if scope["type"] == "http":
-            response = error_response(503, "over_capacity", reason, {"Retry-After": "5"})
+            response = error_response(503, ErrorCode.OVER_CAPACITY, reason, {"Retry-After": "5"})
             await response(scope, receive, send)
             return
         websocket = WebSocket(scope, receive, send)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from app import metrics
+from app.codes import ErrorCode
 from app.ingest.names import NameCache
 from app.ingest.validation import Batch
 from app.store import db, queries
@@ -89,7 +90,7 @@ class Writer:
     def submit(self, batch: Batch) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self._closing:
-            future.set_result(Outcome(error="unavailable", message="The server is shutting down; resend to another."))
+            future.set_result(Outcome(error=ErrorCode.UNAVAILABLE, message="The server is shutting down; resend to another."))
             return future
         self._queue.append(_Pending(batch, future, time.perf_counter()))
         self._wake.set()
@@ -109,7 +110,7 @@ class Writer:
             except Exception:
                 log.exception("writer group failed")
                 for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The write failed; retry later."))
+                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The write failed; retry later."))
 
     def _take_group(self) -> list[_Pending]:
         group = [self._queue.popleft()]
@@ -132,7 +133,7 @@ class Writer:
                     len(group), unknown.xid, status or "not resolved",
                 )
                 for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
+                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
                 return
             log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
             outcomes = unknown.outcomes
@@ -142,7 +143,7 @@ class Writer:
                 # client-side error): nothing was committed, a resend is safe.
                 log.warning("database unavailable for %d batches: %s", len(group), exc)
                 for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
+                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
                 return
             if len(group) > 1:
                 # One batch the database refuses must not fail its neighbours.
@@ -150,7 +151,7 @@ class Writer:
                     await self._commit_group([pending])
                 return
             log.warning("database refused batch %s: %s", group[0].batch.number, exc)
-            _settle(group[0], Outcome(error="invalid_batch", message=f"The database refused the batch: {exc}."))
+            _settle(group[0], Outcome(error=ErrorCode.INVALID_BATCH, message=f"The database refused the batch: {exc}."))
             return
         now = time.perf_counter()
         for pending, outcome in zip(group, outcomes, strict=True):

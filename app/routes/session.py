@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from app.codes import ErrorCode
 from app.errors import error_response, unavailable_response
 from app.ingest.validation import parse_uuid
 from app.params import bounded_int
@@ -78,7 +79,7 @@ async def session_tree(request: Request) -> Response:
     session_id = parse_uuid(request.path_params["session_id"])
     if session_id is None:
         return error_response(
-            400, "invalid_session_id", "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0."
+            400, ErrorCode.INVALID_SESSION_ID, "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0."
         )
     limit: int | None = None
     after = _START
@@ -86,11 +87,11 @@ async def session_tree(request: Request) -> Response:
     if "limit" in params:
         limit = bounded_int(params["limit"], 1, MAX_LIMIT)
         if limit is None:
-            return error_response(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+            return error_response(400, ErrorCode.INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}.")
     if "after" in params:
         match = _CURSOR.fullmatch(params["after"])
         if match is None:
-            return error_response(400, "invalid_cursor", "after must be a cursor returned as next by a previous page.")
+            return error_response(400, ErrorCode.INVALID_CURSOR, "after must be a cursor returned as next by a previous page.")
         after = (int(match[1]), int(match[2]))
     services: Services = request.app.state.services
     pool = services.pool
@@ -105,7 +106,7 @@ async def session_tree(request: Request) -> Response:
             return unavailable_response()
         raise
     if not rows:
-        return error_response(404, "not_found", f"No session {session_id} has been recorded.")
+        return error_response(404, ErrorCode.NOT_FOUND, f"No session {session_id} has been recorded.")
     head = _head(session_id, rows[0])
 
     if limit is not None:

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.codes import ErrorCode
 from app.errors import error_response, unavailable_response
 from app.params import bounded_int
 from app.store import queries
@@ -22,10 +23,10 @@ async def recent_sessions(request: Request) -> Response:
     params = request.query_params
     limit = bounded_int(params.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
     if limit is None:
-        return error_response(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
+        return error_response(400, ErrorCode.INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}.")
     before = bounded_int(params.get("before", str(_NEWEST)), 0, _NEWEST)
     if before is None:
-        return error_response(400, "invalid_cursor", "before must be a cursor returned as next by a previous page.")
+        return error_response(400, ErrorCode.INVALID_CURSOR, "before must be a cursor returned as next by a previous page.")
     pool: asyncpg.Pool = request.app.state.services.pool
     try:
         async with pool.acquire(timeout=10) as conn:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import metrics
+from app.codes import ErrorCode
 from app.errors import error_response
 from app.ingest.validation import ENTRY_TYPES, parse_uuid
 from app.params import bounded_int
@@ -67,7 +68,7 @@ async def database_events(request: Request) -> Response:
     services: Services = request.app.state.services
     filters = _filters(request)
     if isinstance(filters, str):
-        return error_response(400, "invalid_filter", filters)
+        return error_response(400, ErrorCode.INVALID_FILTER, filters)
 
     # The header wins: an EventSource opened with ?last_event_id=N sends the newer
     # position in the header when it reconnects by itself. The header comes from
@@ -82,10 +83,11 @@ async def database_events(request: Request) -> Response:
     elif "last_event_id" in request.query_params:
         resume = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
         if resume is None:
-            return error_response(400, "invalid_last_event_id", "last_event_id must be a stream position (a decimal integer).")
+            message = "last_event_id must be a stream position (a decimal integer)."
+            return error_response(400, ErrorCode.INVALID_LAST_EVENT_ID, message)
     tail = _tail_count(request)
     if tail is None:
-        return error_response(400, "invalid_tail", f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
+        return error_response(400, ErrorCode.INVALID_TAIL, f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
 
     hub: Hub = services.hub
     settings = services.settings
