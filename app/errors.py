@@ -22,6 +22,11 @@ def unavailable_response() -> JSONResponse:
     return error_response(503, ErrorCode.UNAVAILABLE, "The database is unavailable; retry later.", {"Retry-After": "1"})
 
 
+async def database_unavailable(_request: Request, _exc: Exception) -> Response:
+    """The one 503 of every HTTP read: registered for DatabaseUnavailable (app/store/db.py)."""
+    return unavailable_response()
+
+
 async def deny_websocket(websocket: WebSocket, response: Response, reason: str, close_code: int = 1008) -> None:
     """Refuse a handshake with an HTTP answer where the server supports denial
     responses (uvicorn does), else with a close code before accept."""

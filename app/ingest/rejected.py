@@ -36,7 +36,7 @@ import asyncpg
 
 from app import metrics
 from app.ingest.validation import NIL_SCOPE, parse_uuid
-from app.store import queries
+from app.store import store
 
 log = logging.getLogger("eventservice.rejected")
 
@@ -205,9 +205,7 @@ class RejectedRecorder:
                     self._queue.popleft()
 
     async def _flush(self, rows: list[RejectedRow]) -> None:
-        async with self._pool.acquire(timeout=10) as conn, conn.transaction():
-            await conn.executemany(queries.REJECTED_INSERT, [row.as_record() for row in rows])
-            await conn.execute(queries.REJECTED_PRUNE, self._max_rows)
+        await store.record_rejected(self._pool, [row.as_record() for row in rows], self._max_rows)
 
 
 __all__ = ["QUEUE_LIMIT", "RejectedRecorder", "RejectedRow", "excerpt"]

@@ -294,7 +294,7 @@ def top_names(counts: Mapping[str, int], limit: int) -> list[tuple[str, int]]:
 # --- funnels ------------------------------------------------------------------------------
 
 
-def funnel_depth(names: Sequence[str], timestamps: Sequence[int], steps: Sequence[str], within: int | None) -> int:
+def funnel_depth(names: Sequence[object], timestamps: Sequence[int], steps: Sequence[object], within: int | None) -> int:
     """How many steps one session completes, its events given in timestamp-then-arrival order.
 
     Steps must happen in order at strictly later positions of that order; with `within`,

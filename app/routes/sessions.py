@@ -9,10 +9,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.codes import ErrorCode
-from app.errors import error_response, unavailable_response
+from app.errors import error_response
 from app.params import bounded_int
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1_000
@@ -28,20 +27,14 @@ async def recent_sessions(request: Request) -> Response:
     if before is None:
         return error_response(400, ErrorCode.INVALID_CURSOR, "before must be a cursor returned as next by a previous page.")
     pool: asyncpg.Pool = request.app.state.services.pool
-    try:
-        async with pool.acquire(timeout=10) as conn:
-            rows = await conn.fetch(queries.RECENT_SESSIONS, before, limit + 1)
-    except Exception as exc:
-        if is_unavailable(exc):
-            return unavailable_response()
-        raise
+    async with store.connection(pool) as conn:
+        rows = await store.recent_sessions(conn, before, limit + 1)
     page = rows[:limit]
     body = {
         "sessions": [
-            {"session_id": r["session_id"], "start": r["start_ms"], "end": r["end_ms"], "events": r["event_count"]}
-            for r in page
+            {"session_id": r.session_id, "start": r.start_ms, "end": r.end_ms, "events": r.event_count} for r in page
         ],
-        "next": str(page[-1]["seen"]) if len(rows) > limit else None,
+        "next": str(page[-1].seen) if len(rows) > limit else None,
     }
     return Response(orjson.dumps(body), media_type="application/json")
 

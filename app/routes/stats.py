@@ -18,16 +18,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.errors import error_response, unavailable_response
+from app.errors import error_response
 from app.reads import stats as st
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
 
 Params = Mapping[str, Sequence[str]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], st.Range], Awaitable[dict[str, Any]]]
 Parser = Callable[[Params, st.Range], dict[str, Any]]
 
-_SUMMARY_SQL = queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS))
 _FUNNEL_PREFETCH = 5_000
 
 
@@ -40,28 +38,26 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
-    totals = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *_bounds(rng))
-    row = await conn.fetchrow(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS))
-    assert totals is not None and row is not None
-    started, ended = int(row["started"]), int(row["ended"])
-    at_most = [int(row[f"at_most_{i}"]) for i in range(1, len(st.HISTOGRAM_BOUNDS_MS) + 1)]
+    totals = await store.stats_event_totals(conn, _bounds(rng))
+    row = await store.stats_sessions_summary(conn, rng.start, rng.end, st.HISTOGRAM_BOUNDS_MS)
+    started, ended, at_most = row.started, row.ended, row.at_most
     bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
     return {
         "from": rng.start,
         "to": rng.end,
         "sessions": {"started": started, "ended": ended, "open": started - ended},
-        "events": int(totals["events"]),
-        "names": int(totals["names"]),
+        "events": totals.events,
+        "names": totals.names,
         "duration_ms": {
-            "p50": row["duration_p50"],
-            "p90": row["duration_p90"],
-            "p99": row["duration_p99"],
-            "mean": st.mean(int(row["duration_sum"] or 0), ended),
+            "p50": row.duration_p50,
+            "p90": row.duration_p90,
+            "p99": row.duration_p99,
+            "mean": st.mean(row.duration_sum, ended),
         },
         "events_per_session": {
-            "p50": row["events_p50"],
-            "p90": row["events_p90"],
-            "mean": st.mean(int(row["events_sum"] or 0), started),
+            "p50": row.events_p50,
+            "p90": row.events_p90,
+            "mean": st.mean(row.events_sum, started),
         },
         "duration_histogram": st.histogram(bins),
     }
@@ -77,19 +73,19 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
     bucket, size, wanted = options["bucket"], options["size"], options["names"]
     bounds = _bounds(rng)
     if wanted:
-        ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, wanted)}
+        ids = await store.stats_name_ids(conn, wanted)
         series_names = [(name, ids.get(name)) for name in wanted]
     else:
-        top = await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, st.DEFAULT_TOP_NAMES)
-        series_names = [(r["name"], r["name_id"]) for r in top]
+        top = await store.stats_name_counts(conn, bounds, st.DEFAULT_TOP_NAMES)
+        series_names = [(r.name, r.name_id) for r in top]
     starts = st.bucket_starts(rng, size)
-    totals = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
-    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
+    totals = await store.stats_event_buckets(conn, bounds, size)
+    started = await store.stats_session_buckets(conn, bounds, size)
     known_ids = [i for _, i in series_names if i is not None]
     per_name: dict[int, dict[int, int]] = {i: {} for i in known_ids}
     if known_ids:
-        for r in await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, known_ids):
-            per_name[r["name_id"]][r["bucket"]] = int(r["n"])
+        for r in await store.stats_name_buckets(conn, bounds, size, known_ids):
+            per_name[r.name_id][r.bucket] = r.n
     return {
         "from": rng.start,
         "to": rng.end,
@@ -108,16 +104,14 @@ def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     limit = options["limit"]
-    top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), limit)
+    top = await store.stats_name_counts(conn, _bounds(rng), limit)
     sessions: dict[int, int] = {}
     if top:
-        ids = [r["name_id"] for r in top]
-        rows = await conn.fetch(queries.STATS_NAME_SESSIONS, rng.start, rng.end, ids)
-        sessions = {r["name_id"]: int(r["sessions"]) for r in rows}
+        sessions = await store.stats_name_sessions(conn, rng.start, rng.end, [r.name_id for r in top])
     return {
         "from": rng.start,
         "to": rng.end,
-        "names": [{"name": r["name"], "events": int(r["events"]), "sessions": sessions.get(r["name_id"], 0)} for r in top],
+        "names": [{"name": r.name, "events": r.events, "sessions": sessions.get(r.name_id, 0)} for r in top],
     }
 
 
@@ -127,14 +121,14 @@ def _funnel_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     steps, within = options["steps"], options["within"]
-    ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, list(set(steps)))}
+    ids = await store.stats_name_ids(conn, list(set(steps)))
     depths: list[int] = []
     if steps[0] in ids:
         # Step names as ids; a name never seen matches nothing (-1 is no id).
         step_ids = [ids.get(step, -1) for step in steps]
-        cursor = conn.cursor(queries.STATS_FUNNEL_EVENTS, rng.start, rng.end, list(ids.values()), prefetch=_FUNNEL_PREFETCH)
-        async for row in cursor:
-            depths.append(st.funnel_depth(row["names"], row["stamps"], step_ids, within))
+        sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_PREFETCH)
+        async for names, stamps in sessions:
+            depths.append(st.funnel_depth(names, stamps, step_ids, within))
     return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
 
 
@@ -149,14 +143,10 @@ def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[
         except st.BadParameter as exc:
             return error_response(400, exc.code, exc.message)
         pool: asyncpg.Pool = request.app.state.services.pool
-        try:
-            async with pool.acquire(timeout=10) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(queries.STATS_WORK_MEM)
-                body = await handler(conn, options, rng)  # type: ignore[arg-type]
-        except Exception as exc:
-            if is_unavailable(exc):
-                return unavailable_response()
-            raise
+        # Unavailable: DatabaseUnavailable is the app's 503 (app/errors.py).
+        async with store.snapshot(pool) as conn:
+            await store.stats_work_mem(conn)
+            body = await handler(conn, options, rng)
         return Response(orjson.dumps(body), media_type="application/json")
 
     return endpoint
