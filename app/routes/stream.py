@@ -54,7 +54,7 @@ class _Unreadable:
     """A Last-Event-ID header that is no position: the client gets a reset, not a 400."""
 
 
-UNREADABLE: Final = _Unreadable()
+_UNREADABLE: Final = _Unreadable()
 _MAX_POSITION = 2**63 - 1
 
 
@@ -115,12 +115,12 @@ def _resume_position(request: Request) -> int | _Unreadable | Response | None:
     The header wins: an EventSource opened with ?last_event_id=N sends the newer
     position in the header when it reconnects by itself. The header comes from
     EventSource, and a 400 would stop it for good, so a position we cannot read
-    gets a reset (UNREADABLE); the query parameter is typed by a person: malformed is a 400.
+    gets a reset (_UNREADABLE); the query parameter is typed by a person: malformed is a 400.
     """
     header = request.headers.get("last-event-id", "").strip()
     if header:
         position = bounded_int(header, 0, _MAX_POSITION)
-        return UNREADABLE if position is None else position
+        return _UNREADABLE if position is None else position
     if "last_event_id" in request.query_params:
         position = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
         if position is None:
@@ -137,7 +137,7 @@ async def _events(
     hub = services.hub
     yield sse_format.retry(services.settings.sse_retry_ms)
     floor = subscriber.start_position
-    if resume is UNREADABLE:
+    if resume is _UNREADABLE:
         metrics.SSE_DROPPED.labels("reset_position").inc()
         yield sse_format.reset(subscriber.start_position, "unknown_position")
     elif isinstance(resume, int):
