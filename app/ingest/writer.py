@@ -41,7 +41,7 @@ RESOLVE_SECONDS = 10.0
 class Outcome:
     accepted: int = 0
     duplicate: bool = False
-    error: str | None = None  # an ERROR code when the batch was not stored
+    error: ErrorCode | None = None  # when the batch was not stored
     message: str = ""
 
 

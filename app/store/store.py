@@ -187,9 +187,7 @@ async def claim_batch_ids(
     conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], accepted: Sequence[int], timeout: float
 ) -> set[tuple[str, str]]:
     """Claim each (scope, batch_id) with its event count; the keys that were new."""
-    rows = await conn.fetch(
-        queries.CLAIM_BATCH_IDS, [k[0] for k in keys], [k[1] for k in keys], list(accepted), timeout=timeout
-    )
+    rows = await conn.fetch(queries.CLAIM_BATCH_IDS, [k[0] for k in keys], [k[1] for k in keys], list(accepted), timeout=timeout)
     return {(r[0], r[1]) for r in rows}
 
 
@@ -198,9 +196,7 @@ async def copy_events(
     conn: asyncpg.Connection, records: list[tuple[str, str, int, int | None, str | None]], timeout: float
 ) -> None:
     """(session_id, type, ts, name_id, data) rows into events, by COPY."""
-    await conn.copy_records_to_table(
-        queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout
-    )
+    await conn.copy_records_to_table(queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout)
 
 
 @_translated
@@ -283,9 +279,7 @@ async def stream_replay(
     conn: asyncpg.Connection, after: int, upper: int, only: StreamFilter, limit: int, timeout: float
 ) -> list[StreamRecord]:
     """Up to `limit` matching entries in (after, upper], in position order."""
-    return await conn.fetch(
-        queries.STREAM_REPLAY, after, upper, *only, limit, timeout=timeout, record_class=StreamRecord
-    )
+    return await conn.fetch(queries.STREAM_REPLAY, after, upper, *only, limit, timeout=timeout, record_class=StreamRecord)
 
 
 @_translated
@@ -298,15 +292,11 @@ async def stream_tail(conn: asyncpg.Connection, upper: int, only: StreamFilter, 
 
 
 @_translated
-async def session_page(
-    conn: asyncpg.Connection, session_id: str, after: tuple[int, int], limit: int
-) -> list[TreeRecord]:
+async def session_page(conn: asyncpg.Connection, session_id: str, after: tuple[int, int], limit: int) -> list[TreeRecord]:
     """Up to `limit` EVENTs of a session after (ts, position), each with the session's
     figures; one row with position None for a session without (more) EVENTs; none
     for an unknown session."""
-    return await conn.fetch(
-        queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit, record_class=TreeRecord
-    )
+    return await conn.fetch(queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit, record_class=TreeRecord)
 
 
 @_translated
@@ -389,9 +379,7 @@ async def stats_session_buckets(conn: asyncpg.Connection, bounds: RangeBounds, s
 
 
 @_translated
-async def stats_name_buckets(
-    conn: asyncpg.Connection, bounds: RangeBounds, size: int, name_ids: list[int]
-) -> list[NameBucket]:
+async def stats_name_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int, name_ids: list[int]) -> list[NameBucket]:
     rows = await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, name_ids)
     return [NameBucket(r[0], r[1], int(r[2])) for r in rows]
 
