@@ -10,6 +10,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from app.codes import ErrorCode
+
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
@@ -17,7 +19,12 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 def unavailable_response() -> JSONResponse:
     """What a read answers while the database is down: retry soon, not a 500."""
-    return error_response(503, "unavailable", "The database is unavailable; retry later.", {"Retry-After": "1"})
+    return error_response(503, ErrorCode.UNAVAILABLE, "The database is unavailable; retry later.", {"Retry-After": "1"})
+
+
+async def database_unavailable(_request: Request, _exc: Exception) -> Response:
+    """The one 503 of every HTTP read: registered for DatabaseUnavailable (app/store/db.py)."""
+    return unavailable_response()
 
 
 async def deny_websocket(websocket: WebSocket, response: Response, reason: str, close_code: int = 1008) -> None:
@@ -38,15 +45,15 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     path = request.url.path if len(request.url.path) <= 200 else request.url.path[:200] + "…"
     if exc.status_code == 404 and any(isinstance(r, WebSocketRoute) and r.path == path for r in request.app.routes):
         message = f"{path} is a WebSocket endpoint: open it with a WebSocket client (ws:// or wss://)."
-        return error_response(426, "upgrade_required", message, {"Upgrade": "websocket"})
+        return error_response(426, ErrorCode.UPGRADE_REQUIRED, message, {"Upgrade": "websocket"})
     if exc.status_code == 404:
-        code = "not_found"
+        code: str = ErrorCode.NOT_FOUND
         if path.rstrip("/") == "/session":
             message = "The session id is missing: GET /session/<UUID>, e.g. /session/0d856b46-48cd-4fba-946b-53d15b7b43e0."
         else:
             message = f"There is nothing at {path}; GET /openapi.json lists the endpoints."
     elif exc.status_code == 405:
-        code = "method_not_allowed"
+        code = ErrorCode.METHOD_NOT_ALLOWED
         allow = (exc.headers or {}).get("Allow", "")
         message = f"{request.method} is not allowed on {path}" + (f"; allowed: {allow}." if allow else ".")
     else:

@@ -27,6 +27,7 @@ from app.routes import health, metrics, openapi, page, session, sessions, stream
 from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
+from app.store.db import DatabaseUnavailable
 from app.store.watch import Watch
 from app.stream.hub import Hub
 from app.stream.response import RAW_SEND_KEY
@@ -57,8 +58,9 @@ class _StreamFastPath:
     every request. What it skips is Starlette's routing for this one path (the
     exception middleware, the router, request_response: two Request objects and
     a dozen frames that every idle stream would hold, ~5 KiB of its ~27 KiB);
-    there are no exception handlers to miss, and other methods still reach the
-    router and get its 405. The route stays registered for the OpenAPI document.
+    other methods still reach the
+    router and get its 405; the one handler it would miss, DatabaseUnavailable's
+    503, it applies itself. The route stays registered for the OpenAPI document.
     """
 
     def __init__(self, app: ASGIApp, endpoint: stream.Endpoint) -> None:
@@ -67,7 +69,10 @@ class _StreamFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == _SSE_PATH and scope["method"] in ("GET", "HEAD"):
-            response = await self.endpoint(Request(scope, receive))
+            try:
+                response = await self.endpoint(Request(scope, receive))
+            except DatabaseUnavailable:  # the exception handlers below never see this path
+                response = errors.unavailable_response()
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
@@ -177,5 +182,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         middleware=middleware,
         # Unknown paths and methods answer in the JSON shape of every other error.
-        exception_handlers={HTTPException: errors.http_exception},
+        # A read the database cannot answer now: 503 with Retry-After, never a 500.
+        exception_handlers={HTTPException: errors.http_exception, DatabaseUnavailable: errors.database_unavailable},
     )

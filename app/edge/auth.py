@@ -50,6 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
+from app.codes import ErrorCode
 from app.errors import deny_websocket, error_response
 
 log = logging.getLogger("eventservice.auth")
@@ -188,7 +189,7 @@ class AccessControl:
             if not self.origins.allows(headers.get("origin"), headers.get("host")):
                 metrics.CONNECTIONS_REFUSED.labels("origin").inc()
                 message = "This Origin may not open WebSockets here; the service's ALLOWED_ORIGINS does not list it."
-                await _deny(scope, receive, send, error_response(403, "forbidden_origin", message))
+                await _deny(scope, receive, send, error_response(403, ErrorCode.FORBIDDEN_ORIGIN, message))
                 return
         kind = classify(scope["path"])
         tokens = self.tokens.get(kind)
@@ -215,7 +216,7 @@ def _unauthorized(kind: Kind, missing: bool) -> Response:
     else:
         message = f"The token given is not a valid {kind.value} token for this endpoint."
         challenge = 'Bearer realm="eventservice", error="invalid_token"'
-    return error_response(401, "unauthorized", message, {"WWW-Authenticate": challenge})
+    return error_response(401, ErrorCode.UNAUTHORIZED, message, {"WWW-Authenticate": challenge})
 
 
 async def _deny(scope: Scope, receive: Receive, send: Send, response: Response) -> None:

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from app import metrics
+from app.codes import ErrorCode
 from app.errors import error_response
 
 log = logging.getLogger("eventservice.limits")
@@ -77,7 +78,7 @@ class ConnectionLimits:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         reason = f"The server is at its connection limit ({self.max_connections}); try again later."
         if scope["type"] == "http":
-            response = error_response(503, "over_capacity", reason, {"Retry-After": "5"})
+            response = error_response(503, ErrorCode.OVER_CAPACITY, reason, {"Retry-After": "5"})
             await response(scope, receive, send)
             return
         websocket = WebSocket(scope, receive, send)

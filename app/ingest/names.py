@@ -7,7 +7,7 @@ from itertools import islice
 
 import asyncpg
 
-from app.store import queries
+from app.store import store
 
 
 class NameCache:
@@ -46,9 +46,9 @@ class NameCache:
         for _ in range(3):
             if not missing:
                 break
-            for row in await conn.fetch(queries.UPSERT_EVENT_NAMES, missing, timeout=timeout):
-                found[row["name"]] = row["id"]
-                self._remember(row["name"], row["id"])
+            for name_id, name in await store.upsert_event_names(conn, missing, timeout):
+                found[name] = name_id
+                self._remember(name, name_id)
             missing = [name for name in missing if name not in found]
         if missing:
             raise RuntimeError(f"event names could not be resolved: {missing[:3]}")

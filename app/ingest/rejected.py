@@ -36,7 +36,7 @@ import asyncpg
 
 from app import metrics
 from app.background import Background, Loop
-from app.store import queries
+from app.store import store
 
 log = logging.getLogger("eventservice.rejected")
 
@@ -202,9 +202,7 @@ class RejectedRecorder(Background):
                     self._queue.popleft()
 
     async def _flush(self, rows: list[RejectedRow]) -> None:
-        async with self._pool.acquire(timeout=10) as conn, conn.transaction():
-            await conn.executemany(queries.REJECTED_INSERT, [row.as_record() for row in rows])
-            await conn.execute(queries.REJECTED_PRUNE, self._max_rows)
+        await store.record_rejected(self._pool, [row.as_record() for row in rows], self._max_rows)
 
 
 __all__ = ["QUEUE_LIMIT", "RejectedRecorder", "RejectedRow", "excerpt"]

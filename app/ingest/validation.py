@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from app.codes import ErrorCode
 from app.ids import known_uuid, parse_uuid
 
 ENTRY_TYPES = ("SESSION_START", "EVENT", "SESSION_END")
@@ -149,7 +150,8 @@ _FRAME = msgspec.json.Decoder(list[_SessionStart | _Event | _SessionEnd] | _Enve
 def parse_frame(frame: str | bytes | None, number: int, rules: FrameRules) -> Batch | Rejection:
     """One frame to a Batch, or a Rejection naming every problem (nothing is stored)."""
     if frame is None or isinstance(frame, bytes):
-        return Rejection(number, None, "invalid_json", "Binary frames are not accepted: send each batch as a text frame of JSON.")
+        message = "Binary frames are not accepted: send each batch as a text frame of JSON."
+        return Rejection(number, None, ErrorCode.INVALID_JSON, message)
     try:
         doc = _FRAME.decode(frame)
     except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError: types, fields
@@ -238,22 +240,22 @@ def _fast_entries(events: list[_SessionStart | _Event | _SessionEnd], rules: Fra
 def _slow(frame: str, number: int, rules: FrameRules) -> Batch | Rejection:
     doc, error = _read(frame)
     if error is not None:
-        return Rejection(number, None, "invalid_json", f"The frame is not valid JSON: {error}.")
+        return Rejection(number, None, ErrorCode.INVALID_JSON, f"The frame is not valid JSON: {error}.")
     batch_id: str | None = None
     if isinstance(doc, dict):
         if "events" not in doc:
             return Rejection(
-                number, None, "invalid_batch", 'An object frame must be an envelope {"batch_id": "...", "events": [...]}.'
+                number, None, ErrorCode.INVALID_BATCH, 'An object frame must be an envelope {"batch_id": "...", "events": [...]}.'
             )
         try:
             batch_id = _batch_id(doc.get("batch_id"))
         except _Invalid as exc:
-            return Rejection(number, None, "invalid_batch", f"batch_id {exc}.")
+            return Rejection(number, None, ErrorCode.INVALID_BATCH, f"batch_id {exc}.")
         events = doc["events"]
     else:
         events = doc
     if not isinstance(events, list):
-        return Rejection(number, batch_id, "invalid_batch", "A batch must be a JSON array of event objects.")
+        return Rejection(number, batch_id, ErrorCode.INVALID_BATCH, "A batch must be a JSON array of event objects.")
     refused = _count_rejection(number, batch_id, len(events), rules)
     if refused is not None:
         return refused
@@ -276,10 +278,14 @@ def _slow(frame: str, number: int, rules: FrameRules) -> Batch | Rejection:
         return Batch(number, batch_id, rules.session_id, entries, len(frame))
     if mismatch_only:
         return Rejection(
-            number, batch_id, "session_mismatch", "Events carry a session_id other than the connection's sessionId.", details
+            number,
+            batch_id,
+            ErrorCode.SESSION_MISMATCH,
+            "Events carry a session_id other than the connection's sessionId.",
+            details,
         )
     return Rejection(
-        number, batch_id, "invalid_event", f"{invalid} of {len(events)} events are invalid; nothing was stored.", details
+        number, batch_id, ErrorCode.INVALID_EVENT, f"{invalid} of {len(events)} events are invalid; nothing was stored.", details
     )
 
 
@@ -378,10 +384,13 @@ def _check_event(index: int, event: Any, rules: FrameRules) -> Entry | list[Prob
 
 def _count_rejection(number: int, batch_id: str | None, count: int, rules: FrameRules) -> Rejection | None:
     if count == 0:
-        return Rejection(number, batch_id, "invalid_batch", "A batch must hold at least one event.")
+        return Rejection(number, batch_id, ErrorCode.INVALID_BATCH, "A batch must hold at least one event.")
     if count > rules.max_batch_events:
         return Rejection(
-            number, batch_id, "too_large", f"A batch may hold at most {rules.max_batch_events} events; this one has {count}."
+            number,
+            batch_id,
+            ErrorCode.TOO_LARGE,
+            f"A batch may hold at most {rules.max_batch_events} events; this one has {count}.",
         )
     return None
 

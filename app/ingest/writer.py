@@ -26,10 +26,11 @@ import asyncpg
 
 from app import metrics
 from app.background import Background, Loop
+from app.codes import ErrorCode
 from app.ingest.names import NameCache
 from app.ingest.validation import Batch
-from app.store import db, queries
-from app.store.db import is_data_error
+from app.store import db, store
+from app.store.db import DatabaseUnavailable, DataRefused
 
 log = logging.getLogger("eventservice.writer")
 
@@ -41,7 +42,7 @@ RESOLVE_SECONDS = 10.0
 class Outcome:
     accepted: int = 0
     duplicate: bool = False
-    error: str | None = None  # an ERROR code when the batch was not stored
+    error: ErrorCode | None = None  # when the batch was not stored
     message: str = ""
 
 
@@ -85,7 +86,7 @@ class Writer(Background):
     def submit(self, batch: Batch) -> asyncio.Future[Outcome]:
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         if self._stopping:
-            future.set_result(Outcome(error="unavailable", message="The server is shutting down; resend to another."))
+            future.set_result(Outcome(error=ErrorCode.UNAVAILABLE, message="The server is shutting down; resend to another."))
             return future
         self._queue.append(_Pending(batch, future, time.perf_counter()))
         self._wake.set()
@@ -105,7 +106,7 @@ class Writer(Background):
             except Exception:
                 log.exception("writer group failed")
                 for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The write failed; retry later."))
+                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The write failed; retry later."))
 
     def _take_group(self) -> list[_Pending]:
         group = [self._queue.popleft()]
@@ -128,25 +129,25 @@ class Writer(Background):
                     len(group), unknown.xid, status or "not resolved",
                 )
                 for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
+                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
                 return
             log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
             outcomes = unknown.outcomes
-        except Exception as exc:  # noqa: BLE001 - classified right below
-            if not is_data_error(exc):
-                # Not the batches' fault (database gone, lock timeout, cancelled,
-                # client-side error): nothing was committed, a resend is safe.
-                log.warning("database unavailable for %d batches: %s", len(group), exc)
-                for pending in group:
-                    _settle(pending, Outcome(error="unavailable", message="The database is unavailable; retry later."))
-                return
+        except DataRefused as exc:
             if len(group) > 1:
                 # One batch the database refuses must not fail its neighbours.
                 for pending in group:
                     await self._commit_group([pending])
                 return
             log.warning("database refused batch %s: %s", group[0].batch.number, exc)
-            _settle(group[0], Outcome(error="invalid_batch", message=f"The database refused the batch: {exc}."))
+            _settle(group[0], Outcome(error=ErrorCode.INVALID_BATCH, message=f"The database refused the batch: {exc}."))
+            return
+        except Exception as exc:  # noqa: BLE001 - anything but a refusal of the data
+            # Not the batches' fault (database gone, lock timeout, cancelled,
+            # client-side error): nothing was committed, a resend is safe.
+            log.warning("database unavailable for %d batches: %s", len(group), exc)
+            for pending in group:
+                _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
             return
         now = time.perf_counter()
         for pending, outcome in zip(group, outcomes, strict=True):
@@ -173,19 +174,12 @@ class Writer(Background):
                 b = pending.batch
                 if b.batch_id is not None:
                     claims.setdefault(_claim_key(b.session_id, b.batch_id), i)
-            await conn.execute("BEGIN", timeout=timeout)
-            xid: int = await conn.fetchval(queries.BEGIN_WRITE, self._lock_timeout, timeout=timeout)
+            xid = await store.begin_write(conn, self._lock_timeout, timeout)
             fresh: set[tuple[str, str]] = set()
             if claims:
                 keys = sorted(claims)  # one lock order for every writer: no deadlock
-                rows = await conn.fetch(
-                    queries.CLAIM_BATCH_IDS,
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    [len(group[claims[k]].batch.entries) for k in keys],
-                    timeout=timeout,
-                )
-                fresh = {(r[0], r[1]) for r in rows}
+                sizes = [len(group[claims[k]].batch.entries) for k in keys]
+                fresh = await store.claim_batch_ids(conn, keys, sizes, timeout)
             outcomes: list[Outcome] = []
             records: list[tuple[str, str, int, int | None, str | None]] = []
             for i, pending in enumerate(group):
@@ -199,17 +193,15 @@ class Writer(Background):
                     records.append((session_id, kind, ts, name_ids[name] if name is not None else None, data))
                 outcomes.append(Outcome(accepted=len(b.entries)))
             if records:
-                await conn.copy_records_to_table(
-                    queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout
-                )
+                await store.copy_events(conn, records, timeout)
             pid = conn.get_server_pid()
             try:
-                await conn.execute("COMMIT", timeout=timeout)
+                await store.commit(conn, timeout)
             except Exception as exc:
                 raise _CommitUnknown(xid, pid, outcomes) from exc
             return outcomes
-        except (TimeoutError, _CommitUnknown) as exc:
-            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+        except (TimeoutError, DatabaseUnavailable, _CommitUnknown) as exc:
+            if _timed_out(exc):
                 # A statement got no answer: the connection is probably dead
                 # silently (network black hole), and its idle siblings with it.
                 # Drop it (a reset would wait as long) and have the pool replace
@@ -243,16 +235,11 @@ class Writer(Background):
                 continue
             try:
                 while time.monotonic() < deadline:
-                    try:
-                        status = await conn.fetchval(queries.TXID_STATUS, unknown.xid, timeout=5)
-                    except asyncpg.InvalidParameterValueError:
-                        # "in the future": the database restarted without ever
-                        # making the transaction durable.
-                        return "aborted"
+                    status = await store.transaction_status(conn, unknown.xid, timeout=5)
                     if status != "in progress":
-                        return status  # type: ignore[no-any-return]
+                        return status
                     if not terminated:
-                        await conn.fetchval(queries.TERMINATE_WRITER, unknown.pid, unknown.xid, timeout=5)
+                        await store.terminate_writer(conn, unknown.pid, unknown.xid, timeout=5)
                         terminated = True
                     await asyncio.sleep(0.05)
             except Exception as exc:  # noqa: BLE001 - as above
@@ -282,6 +269,14 @@ class _CommitUnknown(Exception):
         self.xid = xid
         self.pid = pid
         self.outcomes = outcomes
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """A statement that got no answer, seen through the COMMIT's and the store's wrapping."""
+    cause = exc.__cause__ if isinstance(exc, _CommitUnknown) else exc
+    if isinstance(cause, DatabaseUnavailable):
+        cause = cause.__cause__
+    return isinstance(cause, TimeoutError)
 
 
 def _settle(pending: _Pending, outcome: Outcome) -> None:

@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from app.codes import ErrorCode
+
 MAX_TIMESTAMP_MS = 253_402_300_800_000  # year 10000, as for ingested timestamps
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -51,7 +53,7 @@ HISTOGRAM_BOUNDS_MS: tuple[int, ...] = (
 class BadParameter(ValueError):
     """A query parameter the endpoint refuses: becomes a 400 `{"error": code, "message"}`."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -112,7 +114,7 @@ class Range:
 def _single(params: Mapping[str, Sequence[str]], key: str) -> str | None:
     values = params.get(key) or []
     if len(values) > 1:
-        raise BadParameter(f"invalid_{key}", f"{key} may be given once.")
+        raise BadParameter(ErrorCode(f"invalid_{key}"), f"{key} may be given once.")
     return values[0] if values else None
 
 
@@ -127,7 +129,7 @@ def parse_range(params: Mapping[str, Sequence[str]], now_ms: int) -> Range:
         value = parse_time(raw)
         if value is None:
             raise BadParameter(
-                f"invalid_{key}",
+                ErrorCode(f"invalid_{key}"),
                 f"{key} must be milliseconds since the Unix epoch or an RFC 3339 date-time with a zone "
                 f"(e.g. 2026-01-31T12:00:00Z), from 1970 to before year 10000.",
             )
@@ -142,7 +144,7 @@ def parse_range(params: Mapping[str, Sequence[str]], now_ms: int) -> Range:
     elif end is None:
         end = now_ms if now_ms > start else start + DAY_MS
     if start >= end:
-        raise BadParameter("invalid_range", "from must be before to (from is inclusive, to exclusive).")
+        raise BadParameter(ErrorCode.INVALID_RANGE, "from must be before to (from is inclusive, to exclusive).")
     return Range(start, end)
 
 
@@ -150,7 +152,7 @@ def parse_bucket(params: Mapping[str, Sequence[str]]) -> tuple[str, int]:
     raw = _single(params, "bucket")
     name = DEFAULT_BUCKET if raw is None else raw
     if name not in BUCKETS:
-        raise BadParameter("invalid_bucket", f"bucket must be one of {', '.join(BUCKETS)}.")
+        raise BadParameter(ErrorCode.INVALID_BUCKET, f"bucket must be one of {', '.join(BUCKETS)}.")
     return name, BUCKETS[name]
 
 
@@ -159,7 +161,7 @@ def parse_limit(params: Mapping[str, Sequence[str]], default: int, high: int) ->
     if raw is None:
         return default
     if not re.fullmatch(r"[0-9]{1,7}", raw) or not 1 <= int(raw) <= high:
-        raise BadParameter("invalid_limit", f"limit must be an integer from 1 to {high}.")
+        raise BadParameter(ErrorCode.INVALID_LIMIT, f"limit must be an integer from 1 to {high}.")
     return int(raw)
 
 
@@ -168,7 +170,8 @@ def parse_names(values: Sequence[str], key: str) -> list[str]:
     seen: dict[str, None] = {}
     for value in values:
         if not 1 <= len(value) <= MAX_NAME_CHARS or "\x00" in value:
-            raise BadParameter(f"invalid_{key}", f"each {key} must be an event name of 1 to {MAX_NAME_CHARS} characters.")
+            message = f"each {key} must be an event name of 1 to {MAX_NAME_CHARS} characters."
+            raise BadParameter(ErrorCode(f"invalid_{key}"), message)
         seen.setdefault(value, None)
     return list(seen)
 
@@ -176,10 +179,10 @@ def parse_names(values: Sequence[str], key: str) -> list[str]:
 def parse_steps(values: Sequence[str]) -> list[str]:
     """Funnel steps, in order; repeats are allowed (a→b→a is a valid flow)."""
     if not MIN_STEPS <= len(values) <= MAX_STEPS:
-        raise BadParameter("invalid_step", f"give {MIN_STEPS} to {MAX_STEPS} step parameters, in order.")
+        raise BadParameter(ErrorCode.INVALID_STEP, f"give {MIN_STEPS} to {MAX_STEPS} step parameters, in order.")
     for value in values:
         if not 1 <= len(value) <= MAX_NAME_CHARS or "\x00" in value:
-            raise BadParameter("invalid_step", f"each step must be an event name of 1 to {MAX_NAME_CHARS} characters.")
+            raise BadParameter(ErrorCode.INVALID_STEP, f"each step must be an event name of 1 to {MAX_NAME_CHARS} characters.")
     return list(values)
 
 
@@ -188,7 +191,7 @@ def parse_within(params: Mapping[str, Sequence[str]]) -> int | None:
     if raw is None:
         return None
     if not _MS.fullmatch(raw) or int(raw) >= MAX_TIMESTAMP_MS:
-        raise BadParameter("invalid_within", "within must be a whole number of milliseconds, 0 or more.")
+        raise BadParameter(ErrorCode.INVALID_WITHIN, "within must be a whole number of milliseconds, 0 or more.")
     return int(raw)
 
 
@@ -214,7 +217,7 @@ def check_bucket_count(rng: Range, bucket: str, size: int) -> None:
     count = bucket_count(rng, size)
     if count > MAX_BUCKETS:
         raise BadParameter(
-            "too_many_buckets",
+            ErrorCode.TOO_MANY_BUCKETS,
             f"this range spans {count} {bucket} buckets; at most {MAX_BUCKETS} are allowed: "
             "choose a larger bucket or a shorter range.",
         )
@@ -362,7 +365,7 @@ def histogram(counts: Sequence[int]) -> list[dict[str, int | None]]:
 # --- funnels ------------------------------------------------------------------------------
 
 
-def funnel_depth(names: Sequence[str], timestamps: Sequence[int], steps: Sequence[str], within: int | None) -> int:
+def funnel_depth(names: Sequence[object], timestamps: Sequence[int], steps: Sequence[object], within: int | None) -> int:
     """How many steps one session completes, its events given in timestamp-then-arrival order.
 
     Steps must happen in order at strictly later positions of that order; with `within`,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
-import asyncpg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
+from app.store.db import DatabaseUnavailable
 
 
 async def healthcheck(_request: Request) -> Response:
@@ -21,13 +18,10 @@ async def readyz(request: Request) -> Response:
     services = request.app.state.services
     if services.drain.draining:
         return JSONResponse({"status": "unavailable", "reason": "shutting down"}, status_code=503)
-    pool: asyncpg.Pool = services.pool
     try:
-        async with asyncio.timeout(2):
-            async with pool.acquire() as conn:
-                await conn.fetchval(queries.PING)
+        await store.ping(services.pool, seconds=2)
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; classified for the body
-        reason = "database unreachable" if is_unavailable(exc) else "database error"
+        reason = "database unreachable" if isinstance(exc, DatabaseUnavailable) else "database error"
         return JSONResponse({"status": "unavailable", "reason": f"{reason}: {exc!s}"[:300]}, status_code=503)
     holder = services.watch.lock_holder if services.watch is not None else None
     if holder is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
+from typing import NamedTuple
 
 import asyncpg
 import orjson
@@ -11,13 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from app.errors import error_response, unavailable_response
+from app.codes import ErrorCode
+from app.errors import error_response
 from app.ids import parse_uuid
 from app.params import bounded_int
-from app.reads.tree_cache import TreeCache, Version
+from app.reads.tree_cache import TreeCache
 from app.services import Services
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
+from app.store.store import TreeRecord
 
 PAGE_ROWS = 2_000
 MAX_LIMIT = 10_000
@@ -43,8 +45,8 @@ def _child(ts: int, name: str, data: str | None) -> bytes:
     return b'{"type":"EVENT","timestamp":%d,"name":%s,"data":%s}' % (ts, _name_json(name), data.encode())
 
 
-def _head(session_id: str, row: asyncpg.Record) -> bytes:
-    start, end = row["start_ms"], row["end_ms"]
+def _head(session_id: str, row: TreeRecord) -> bytes:
+    start, end = row.start_ms, row.end_ms
     return b'{"type":"SESSION","session_id":"%s","start":%s,"end":%s,"children":[' % (
         session_id.encode(),
         b"null" if start is None else str(start).encode(),
@@ -52,89 +54,98 @@ def _head(session_id: str, row: asyncpg.Record) -> bytes:
     )
 
 
-def _children(rows: Sequence[asyncpg.Record]) -> list[bytes]:
-    return [_child(r["ts"], r["name"], r["data"]) for r in rows if r["position"] is not None]
+def _children(rows: Sequence[TreeRecord]) -> list[bytes]:
+    # Unpacked, not read by name: this runs once per EVENT of every tree served.
+    return [_child(ts, name, data) for _s, _e, _c, position, ts, name, data in rows if position is not None]
 
 
-async def _page(pool: asyncpg.Pool, session_id: str, after: tuple[int, int], limit: int) -> list[asyncpg.Record]:
-    async with pool.acquire(timeout=10) as conn:
-        return await conn.fetch(queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit)
-
-
-def _version(row: asyncpg.Record) -> Version:
-    return (row["start_ms"], row["end_ms"], row["event_count"])
+async def _page(pool: asyncpg.Pool, session_id: str, after: tuple[int, int], limit: int) -> list[TreeRecord]:
+    async with store.connection(pool) as conn:
+        return await store.session_page(conn, session_id, after, limit)
 
 
 async def _cached(pool: asyncpg.Pool, trees: TreeCache, session_id: str) -> bytes | None:
     entry = trees.get(session_id)
     if entry is None:
         return None
-    async with pool.acquire(timeout=10) as conn:
-        row = await conn.fetchrow(queries.SESSION_VERSION, session_id)
-    return entry[1] if row is not None and _version(row) == entry[0] else None
+    version, body = entry
+    async with store.connection(pool) as conn:
+        current = await store.session_version(conn, session_id)
+    return body if current is not None and current == version else None
+
+
+class _Query(NamedTuple):
+    limit: int | None  # None: the whole tree (cached, or streamed page by page)
+    after: tuple[int, int]
+
+
+def _parse_query(request: Request) -> _Query | Response:
+    """?limit and ?after, or the 400 that refuses them."""
+    params = request.query_params
+    limit: int | None = None
+    after = _START
+    if "limit" in params:
+        limit = bounded_int(params["limit"], 1, MAX_LIMIT)
+        if limit is None:
+            return error_response(400, ErrorCode.INVALID_LIMIT, f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    if "after" in params:
+        match = _CURSOR.fullmatch(params["after"])
+        if match is None:
+            return error_response(400, ErrorCode.INVALID_CURSOR, "after must be a cursor returned as next by a previous page.")
+        after = (int(match[1]), int(match[2]))
+    return _Query(limit, after)
 
 
 async def session_tree(request: Request) -> Response:
     session_id = parse_uuid(request.path_params["session_id"])
     if session_id is None:
         return error_response(
-            400, "invalid_session_id", "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0."
+            400, ErrorCode.INVALID_SESSION_ID, "The session id must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0."
         )
-    limit: int | None = None
-    after = _START
-    params = request.query_params
-    if "limit" in params:
-        limit = bounded_int(params["limit"], 1, MAX_LIMIT)
-        if limit is None:
-            return error_response(400, "invalid_limit", f"limit must be an integer from 1 to {MAX_LIMIT}.")
-    if "after" in params:
-        match = _CURSOR.fullmatch(params["after"])
-        if match is None:
-            return error_response(400, "invalid_cursor", "after must be a cursor returned as next by a previous page.")
-        after = (int(match[1]), int(match[2]))
+    query = _parse_query(request)
+    if isinstance(query, Response):
+        return query
     services: Services = request.app.state.services
-    pool = services.pool
-    try:
-        if limit is None:
-            cached = await _cached(pool, services.trees, session_id)
-            if cached is not None:
-                return Response(cached, media_type="application/json")
-        rows = await _page(pool, session_id, after, (limit + 1) if limit is not None else PAGE_ROWS)
-    except Exception as exc:
-        if is_unavailable(exc):
-            return unavailable_response()
-        raise
+    if query.limit is None:
+        cached = await _cached(services.pool, services.trees, session_id)
+        if cached is not None:
+            return Response(cached, media_type="application/json")
+    # A DatabaseUnavailable from here on is the app's 503 (app/errors.py).
+    rows = await _page(services.pool, session_id, query.after, (query.limit + 1) if query.limit is not None else PAGE_ROWS)
     if not rows:
-        return error_response(404, "not_found", f"No session {session_id} has been recorded.")
-    head = _head(session_id, rows[0])
-
-    if limit is not None:
-        page = rows[:limit]
-        more = len(rows) > limit and page[-1]["position"] is not None
-        cursor = b'"%d.%d"' % (page[-1]["ts"], page[-1]["position"]) if more else b"null"
-        body = head + b",".join(_children(page)) + b'],"next":' + cursor + b"}"
-        return Response(body, media_type="application/json")
-
+        return error_response(404, ErrorCode.NOT_FOUND, f"No session {session_id} has been recorded.")
+    if query.limit is not None:
+        return _limited(session_id, rows, query.limit)
     if len(rows) < PAGE_ROWS:
-        body = head + b",".join(_children(rows)) + b"]}"
-        services.trees.put(session_id, _version(rows[0]), body)
+        body = _head(session_id, rows[0]) + b",".join(_children(rows)) + b"]}"
+        services.trees.put(session_id, rows[0].version, body)
         return Response(body, media_type="application/json")
+    return StreamingResponse(_stream(services.pool, session_id, rows), media_type="application/json")
 
-    async def stream(first: list[asyncpg.Record]) -> AsyncIterator[bytes]:
-        # Large sessions: memory stays at one page whatever the session's size.
-        yield head + b",".join(_children(first))
-        last = first[-1]
-        while True:
-            page = await _page(pool, session_id, (last["ts"], last["position"]), PAGE_ROWS)
-            page = [r for r in page if r["position"] is not None]
-            if page:
-                yield b"," + b",".join(_children(page))
-                last = page[-1]
-            if len(page) < PAGE_ROWS:
-                break
-        yield b"]}"
 
-    return StreamingResponse(stream(rows), media_type="application/json")
+def _limited(session_id: str, rows: list[TreeRecord], limit: int) -> Response:
+    """One page of ?limit children and the cursor to the next, if there is one."""
+    page = rows[:limit]
+    last, position = page[-1], page[-1].position
+    cursor = b'"%d.%d"' % (last.ts, position) if len(rows) > limit and position is not None else b"null"
+    body = _head(session_id, rows[0]) + b",".join(_children(page)) + b'],"next":' + cursor + b"}"
+    return Response(body, media_type="application/json")
+
+
+async def _stream(pool: asyncpg.Pool, session_id: str, first: list[TreeRecord]) -> AsyncIterator[bytes]:
+    """A large session: memory stays at one page whatever the session's size."""
+    yield _head(session_id, first[0]) + b",".join(_children(first))
+    last = first[-1]
+    while True:
+        assert last.position is not None  # a full page holds only EVENT rows
+        page = await _page(pool, session_id, (last.ts, last.position), PAGE_ROWS)
+        page = [r for r in page if r.position is not None]
+        if page:
+            yield b"," + b",".join(_children(page))
+            last = page[-1]
+        if len(page) < PAGE_ROWS:
+            break
+    yield b"]}"
 
 
 routes = [Route("/session/{session_id}", session_tree, methods=["GET"])]

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Concatenate, Final, ParamSpec, TypeVar
 
 import asyncpg
 from starlette.requests import Request
@@ -26,14 +27,16 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from app import metrics
+from app.codes import ErrorCode
 from app.edge import connlog
 from app.errors import error_response
 from app.ids import parse_uuid
 from app.ingest.validation import ENTRY_TYPES
 from app.params import bounded_int
 from app.services import Services
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
+from app.store.db import DatabaseUnavailable
+from app.store.store import StreamFilter
 from app.stream import sse_format
 from app.stream.hub import Filters, Hub, Subscriber, item_from_row
 from app.stream.response import StreamResponse
@@ -49,6 +52,15 @@ REPLAY_RETRY_PAUSE_SECONDS = 0.25
 REPLAY_QUERY_SECONDS = 30.0
 
 log = logging.getLogger("eventservice.stream")
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class _Unreadable:
+    """A Last-Event-ID header that is no position: the client gets a reset, not a 400."""
+
+
+_UNREADABLE: Final = _Unreadable()
 _MAX_POSITION = 2**63 - 1
 
 
@@ -95,25 +107,14 @@ async def _database_events(request: Request, options: StreamOptions) -> Response
     services: Services = request.app.state.services
     filters = _filters(request)
     if isinstance(filters, str):
-        return error_response(400, "invalid_filter", filters)
+        return error_response(400, ErrorCode.INVALID_FILTER, filters)
 
-    # The header wins: an EventSource opened with ?last_event_id=N sends the newer
-    # position in the header when it reconnects by itself. The header comes from
-    # EventSource, and a 400 would stop it for good, so a position we cannot read
-    # gets a reset; the query parameter is typed by a person: malformed is a 400.
-    resume: int | None = None
-    unreadable = False
-    header = request.headers.get("last-event-id", "").strip()
-    if header:
-        resume = bounded_int(header, 0, _MAX_POSITION)
-        unreadable = resume is None
-    elif "last_event_id" in request.query_params:
-        resume = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
-        if resume is None:
-            return error_response(400, "invalid_last_event_id", "last_event_id must be a stream position (a decimal integer).")
+    resume = _resume_position(request)
+    if isinstance(resume, Response):
+        return resume
     tail = _tail_count(request)
     if tail is None:
-        return error_response(400, "invalid_tail", f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
+        return error_response(400, ErrorCode.INVALID_TAIL, f"tail must be a whole number of entries from 0 to {MAX_TAIL:,}.")
 
     hub: Hub = services.hub
     subscriber = hub.subscribe(filters, options.client_buffer)
@@ -123,43 +124,78 @@ async def _database_events(request: Request, options: StreamOptions) -> Response
         hub.unsubscribe(subscriber)
         metrics.SSE_CLIENTS.dec()
 
-    async def events() -> AsyncIterator[bytes]:
-        yield sse_format.retry(options.retry_ms)
-        floor = subscriber.start_position
-        if unreadable:
-            metrics.SSE_DROPPED.labels("reset_position").inc()
-            yield sse_format.reset(subscriber.start_position, "unknown_position")
-        elif resume is not None:
-            outcome = ["failed"]
-            async for chunk in _replay(services.pool, hub, subscriber, resume, outcome):
-                yield chunk
-            if outcome[0] == "failed":
-                return  # never live past a range that was not replayed
-            if outcome[0] == "done":
-                # A client resuming from another process may be ahead of this hub:
-                # what it already has must not come again from the live buffer.
-                floor = max(floor, resume)
-        elif tail:
-            latest = await _tail(services.pool, hub, subscriber, tail)
-            if latest is None:
-                return  # database unavailable: EventSource retries the same URL, tail included
-            payload, floor = latest
-            if payload:
-                yield payload
-        async for chunk in _live(hub, subscriber, floor):
-            yield chunk
-
     # The response releases the subscription (close) however the stream ends:
-    # HEAD, or a client gone before the first chunk, never starts events().
+    # HEAD, or a client gone before the first chunk, never starts the events.
     logged = connlog.connection(request.scope)
     return StreamResponse(
-        events(),
+        _events(services, subscriber, resume, tail, options.retry_ms),
         wake=subscriber.wake,
         on_close=close,
         ping=options.ping_seconds,
         send_timeout=options.send_timeout_seconds,
         headers={"Cache-Control": "no-store"},
         on_written=logged.wrote if logged is not None else None,
+    )
+
+
+def _resume_position(request: Request) -> int | _Unreadable | Response | None:
+    """Where a resuming client left off: None for a fresh client, or the 400 for a bad parameter.
+
+    The header wins: an EventSource opened with ?last_event_id=N sends the newer
+    position in the header when it reconnects by itself. The header comes from
+    EventSource, and a 400 would stop it for good, so a position we cannot read
+    gets a reset (_UNREADABLE); the query parameter is typed by a person: malformed is a 400.
+    """
+    header = request.headers.get("last-event-id", "").strip()
+    if header:
+        position = bounded_int(header, 0, _MAX_POSITION)
+        return _UNREADABLE if position is None else position
+    if "last_event_id" in request.query_params:
+        position = bounded_int(request.query_params["last_event_id"], 0, _MAX_POSITION)
+        if position is None:
+            message = "last_event_id must be a stream position (a decimal integer)."
+            return error_response(400, ErrorCode.INVALID_LAST_EVENT_ID, message)
+        return position
+    return None
+
+
+async def _events(
+    services: Services, subscriber: Subscriber, resume: int | _Unreadable | None, tail: int, retry_ms: int
+) -> AsyncIterator[bytes]:
+    """The stream: the retry hint, then a resume's replay, a tail or a reset, then live."""
+    hub = services.hub
+    yield sse_format.retry(retry_ms)
+    floor = subscriber.start_position
+    if resume is _UNREADABLE:
+        metrics.SSE_DROPPED.labels("reset_position").inc()
+        yield sse_format.reset(subscriber.start_position, "unknown_position")
+    elif isinstance(resume, int):
+        outcome = ["failed"]
+        async for chunk in _replay(services.pool, hub, subscriber, resume, outcome):
+            yield chunk
+        if outcome[0] == "failed":
+            return  # never live past a range that was not replayed
+        if outcome[0] == "done":
+            # A client resuming from another process may be ahead of this hub:
+            # what it already has must not come again from the live buffer.
+            floor = max(floor, resume)
+    elif tail:
+        latest = await _tail(services.pool, hub, subscriber, tail)
+        if latest is None:
+            return  # database unavailable: EventSource retries the same URL, tail included
+        payload, floor = latest
+        if payload:
+            yield payload
+    async for chunk in _live(hub, subscriber, floor):
+        yield chunk
+
+
+def _only(filters: Filters) -> StreamFilter:
+    """A subscriber's filters as the database reads them."""
+    return StreamFilter(
+        list(filters.session_ids) if filters.session_ids else None,
+        list(filters.names) if filters.names else None,
+        list(filters.types) if filters.types else None,
     )
 
 
@@ -176,26 +212,20 @@ async def _replay(
     after = hub.base - 1 if resume == 0 else resume
     deadline = time.monotonic() + REPLAY_RETRY_SECONDS
     outcome[0] = "failed"
-    bounds = await _read(pool, hub, deadline, queries.STREAM_BOUNDS)
+    bounds = await _read(pool, hub, deadline, store.stream_bounds, REPLAY_QUERY_SECONDS)
     if bounds is None:
         metrics.SSE_DROPPED.labels("replay_failed").inc()
         return
-    bound = bounds[0]
-    if after < hub.base - 1 or after > max(bound["allocated"] or 0, upper):
+    if after < hub.base - 1 or after > max(bounds.allocated or 0, upper):
         # From another database (positions start at a random base per database)
         # or ahead of this one: nothing to replay honestly.
         metrics.SSE_DROPPED.labels("reset_position").inc()
         outcome[0] = "reset"
         yield sse_format.reset(upper, "unknown_position")
         return
-    f = subscriber.filters
-    args = (
-        list(f.session_ids) if f.session_ids else None,
-        list(f.names) if f.names else None,
-        list(f.types) if f.types else None,
-    )
+    only = _only(subscriber.filters)
     while after < upper and not subscriber.overflowed:
-        rows = await _read(pool, hub, deadline, queries.STREAM_REPLAY, after, upper, *args, REPLAY_PAGE)
+        rows = await _read(pool, hub, deadline, store.stream_replay, after, upper, only, REPLAY_PAGE, REPLAY_QUERY_SECONDS)
         if rows is None:
             metrics.SSE_DROPPED.labels("replay_failed").inc()
             return  # ends the stream: EventSource reconnects with its last id
@@ -206,13 +236,20 @@ async def _replay(
         metrics.REPLAY_ROWS.inc(len(rows))
         metrics.SSE_MESSAGES.inc(len(rows))
         yield b"".join(item_from_row(row).payload for row in rows)
-        after = rows[-1]["position"]
+        after = rows[-1].position
         if len(rows) < REPLAY_PAGE:
             break
     outcome[0] = "done"
 
 
-async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args: object) -> list[asyncpg.Record] | None:
+async def _read(
+    pool: asyncpg.Pool,
+    hub: Hub,
+    deadline: float,
+    operation: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T | None:
     """One replay read, retried while the database is unavailable until deadline; None then.
 
     Waiting for a replay slot is queueing, not failure, and has no deadline: the
@@ -221,14 +258,14 @@ async def _read(pool: asyncpg.Pool, hub: Hub, deadline: float, query: str, *args
     """
     while True:
         try:
-            async with hub.replay_slots, pool.acquire(timeout=max(deadline - time.monotonic(), 0.1)) as conn:
-                return await conn.fetch(query, *args, timeout=REPLAY_QUERY_SECONDS)
-        except Exception as exc:
-            # A cancelled statement (57014), a restart, an exhausted pool: retry.
+            async with hub.replay_slots, store.connection(pool, timeout=max(deadline - time.monotonic(), 0.1)) as conn:
+                return await operation(conn, *args, **kwargs)
+        except DatabaseUnavailable:
+            pass  # a cancelled statement (57014), a restart, an exhausted pool: retry
+        except Exception:
             # Anything else is a bug and ends the stream the same way, loudly.
-            if not is_unavailable(exc):
-                log.exception("replay read failed")
-                return None
+            log.exception("replay read failed")
+            return None
         if time.monotonic() + REPLAY_RETRY_PAUSE_SECONDS >= deadline:
             return None
         await asyncio.sleep(REPLAY_RETRY_PAUSE_SECONDS)
@@ -249,24 +286,12 @@ async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int
     after a position ahead of the hub. Positions are commit-ordered, so whatever
     commits later lies above it. None when the database is unavailable.
     """
-    f = subscriber.filters
-    args = (
-        list(f.session_ids) if f.session_ids else None,
-        list(f.names) if f.names else None,
-        list(f.types) if f.types else None,
-    )
     try:
-        async with (
-            hub.replay_slots,
-            pool.acquire(timeout=10) as conn,
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            head = await conn.fetchval(queries.STREAM_HEAD)
+        async with hub.replay_slots, store.snapshot(pool) as conn:
+            head = await store.stream_head(conn)
             upper = max(subscriber.start_position, head or 0)
-            rows = await conn.fetch(queries.STREAM_TAIL, upper, *args, count)
-    except Exception as exc:
-        if not is_unavailable(exc):
-            raise
+            rows = await store.stream_tail(conn, upper, _only(subscriber.filters), count)
+    except DatabaseUnavailable:
         return None
     metrics.REPLAY_ROWS.inc(len(rows))
     metrics.SSE_MESSAGES.inc(len(rows))

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from app import metrics
+from app.codes import ErrorCode
 from app.edge import connlog
 from app.edge.auth import PRINCIPAL_KEY
 from app.errors import deny_websocket, error_response
@@ -66,7 +67,7 @@ def unknown_parameter(names: list[str]) -> tuple[str, str] | None:
         lowered = {p.lower(): p for p in ACCEPTED_PARAMETERS}
         key = name.lower() if name.lower() in lowered else next(iter(difflib.get_close_matches(name.lower(), lowered)), None)
         guess = f" (did you mean {lowered[key]}?)" if key else ""
-        return ("unknown_parameter", f"Unknown query parameter {name!r}{guess}; /ws accepts {accepted}.")
+        return (ErrorCode.UNKNOWN_PARAMETER, f"Unknown query parameter {name!r}{guess}; /ws accepts {accepted}.")
     return None
 
 
@@ -86,10 +87,11 @@ def _rules(websocket: WebSocket, limits: IngestLimits) -> FrameRules | tuple[str
     if "sessionId" in params:
         session_id = parse_uuid(params["sessionId"])
         if session_id is None:
-            return ("invalid_session_id", "sessionId must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0.")
+            return (ErrorCode.INVALID_SESSION_ID, "sessionId must be a UUID like 0d856b46-48cd-4fba-946b-53d15b7b43e0.")
     unit = params.get("timestampUnit", "auto")
     if unit not in TIMESTAMP_UNITS:
-        return ("invalid_timestamp_unit", "timestampUnit must be auto (the default: seconds below 100000000000), ms or s.")
+        message = "timestampUnit must be auto (the default: seconds below 100000000000), ms or s."
+        return (ErrorCode.INVALID_TIMESTAMP_UNIT, message)
     return FrameRules(
         session_id=session_id,
         timestamp_unit=TIMESTAMP_UNITS[unit],
@@ -116,7 +118,7 @@ class _Connection:
 async def ingest(websocket: WebSocket, limits: IngestLimits, rates: IngestRateLimiter) -> None:
     services: Services = websocket.app.state.services
     if services.drain.draining:
-        await _refuse(websocket, "shutting_down", "The server is shutting down; connect again.", status=503)
+        await _refuse(websocket, ErrorCode.SHUTTING_DOWN, "The server is shutting down; connect again.", status=503)
         return
     unknown = unknown_parameter([name for name, _ in websocket.query_params.multi_items()])
     if unknown is not None:
@@ -172,7 +174,7 @@ def _parse(raw: str | bytes | None, number: int, rules: FrameRules) -> Batch | R
         return parse_frame(raw, number, rules)
     except Exception:  # any validator bug: logged with its traceback, answered as ERROR
         log.exception("frame %d could not be validated", number)
-        return Rejection(number, None, "invalid_batch", "The server could not validate this frame; nothing was stored.")
+        return Rejection(number, None, ErrorCode.INVALID_BATCH, "The server could not validate this frame; nothing was stored.")
 
 
 async def _read(

@@ -7,7 +7,8 @@ import importlib
 import logging
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -53,6 +54,44 @@ def is_unavailable(exc: BaseException) -> bool:
 def is_data_error(exc: BaseException) -> bool:
     """True only when the database refused the data itself (SQLSTATE class 22 or 23)."""
     return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _DATA_CLASSES
+
+
+class StoreError(Exception):
+    """Root of what the store raises in place of driver errors (the driver's in __cause__)."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot answer now (down, restarting, overloaded, a statement or a
+    pool wait timed out): nothing was done, a retry may succeed. Reads answer 503."""
+
+
+class DataRefused(StoreError):
+    """The database refused the data itself (SQLSTATE class 22 or 23): a retry fails too."""
+
+
+def translate(exc: BaseException) -> StoreError | None:
+    """The store's kind of a driver failure; None for one that is neither (a bug, a lock
+    timeout, a client-side error), which callers see unchanged."""
+    if is_data_error(exc):
+        return DataRefused(str(exc))
+    if is_unavailable(exc):
+        return DatabaseUnavailable(str(exc))
+    return None
+
+
+@contextmanager
+def wrap_exceptions() -> Iterator[None]:
+    """The one place driver failures become store errors, cause kept (procrastinate's
+    `wrap_exceptions`): every operation in app/store/store.py runs inside it."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
 def set_keepalive(conn: asyncpg.Connection) -> None:

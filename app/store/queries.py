@@ -37,6 +37,9 @@ ON CONFLICT DO NOTHING
 RETURNING scope::text, batch_id
 """
 
+BEGIN = "BEGIN"
+COMMIT = "COMMIT"
+
 # The first statement of every write transaction: its transaction id, which a fresh
 # connection can look up when the connection is lost during COMMIT (was it
 # committed?), and a bound on waiting for the insert lock ($1: e.g. '10s').

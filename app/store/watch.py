@@ -19,7 +19,7 @@ import asyncpg
 
 from app import metrics
 from app.background import Background, Loop
-from app.store import queries
+from app.store import store
 
 log = logging.getLogger("eventservice.watch")
 
@@ -76,10 +76,10 @@ class Watch(Background):
             await asyncio.sleep(seconds)
 
     async def check_lock(self) -> LockHolder | None:
-        async with asyncio.timeout(5), self._pool.acquire() as conn:
-            row = await conn.fetchrow(queries.INSERT_LOCK_HOLDER, self._report_after)
+        async with asyncio.timeout(5), store.connection(self._pool, timeout=None) as conn:
+            row = await store.insert_lock_holder(conn, self._report_after)
         holder = None if row is None else LockHolder(
-            row["pid"], row["application_name"] or "", row["state"] or "", row["xact_start"], row["held_seconds"], row["waiting"]
+            row.pid, row.application_name or "", row.state or "", row.xact_start, row.held_seconds, row.waiting
         )
         self.lock_holder = holder
         metrics.INSERT_LOCK_HELD.set(holder.held_seconds if holder else 0)
@@ -97,9 +97,8 @@ class Watch(Background):
     async def prune_batch_ids(self) -> int:
         pruned = 0
         while True:
-            async with asyncio.timeout(30), self._pool.acquire() as conn:
-                status = await conn.execute(queries.PRUNE_BATCH_IDS, self._retention_seconds, PRUNE_SLICE)
-            count = int(status.split()[-1])
+            async with asyncio.timeout(30), store.connection(self._pool, timeout=None) as conn:
+                count = await store.prune_batch_ids(conn, self._retention_seconds, PRUNE_SLICE)
             pruned += count
             if count < PRUNE_SLICE:
                 return pruned

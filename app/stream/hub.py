@@ -27,7 +27,8 @@ import asyncpg
 
 from app import metrics
 from app.background import Background, Loop
-from app.store import db, queries
+from app.store import db, queries, store
+from app.store.db import StoreError
 from app.stream import sse_format
 
 log = logging.getLogger("eventservice.hub")
@@ -184,9 +185,10 @@ class Hub(Background):
     async def _open(self) -> None:
         await self._connect()
         assert self._conn is not None
-        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS, timeout=self._timeout)
-        self.base = bounds["base"]
-        self.position = bounds["head"] if bounds["head"] is not None else self.base - 1
+        bounds = await store.stream_bounds(self._conn, self._timeout)
+        assert bounds is not None and bounds.base is not None  # schema/001 writes stream_meta's one row
+        self.base = bounds.base
+        self.position = bounds.head if bounds.head is not None else self.base - 1
 
     async def _close(self) -> None:
         await self._close_connection()
@@ -258,7 +260,7 @@ class Hub(Background):
                     # Idle: a liveness probe (it times out on a silent connection)
                     # that also notices a restored database.
                     await self._check_bounds()
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (StoreError, TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("LISTEN connection lost (%s); retrying in %.2fs", exc, backoff)
                 await self._close_connection()
                 await asyncio.sleep(backoff)
@@ -275,7 +277,7 @@ class Hub(Background):
             # event again and costs one more (possibly empty) read, never a miss.
             self._wake.clear()
             notified_at, self._notified_at = self._notified_at, None
-            rows = await self._conn.fetch(queries.STREAM_AFTER, self.position, PAGE_ROWS, timeout=self._timeout)
+            rows = await store.stream_after(self._conn, self.position, PAGE_ROWS, self._timeout)
             if rows:
                 self._fan_out([item_from_row(row) for row in rows])
                 if notified_at is not None:
@@ -298,7 +300,7 @@ class Hub(Background):
         if self._notified_top > self.position:
             self.position = self._notified_top
             return True
-        head = await self._conn.fetchval(queries.STREAM_HEAD, timeout=self._timeout)
+        head = await store.stream_head(self._conn, self._timeout)
         if self._subscribers:
             return False
         if head is not None and head > self.position:
@@ -314,11 +316,11 @@ class Hub(Background):
         hear of them. A reset makes each client refetch and resume from the new head.
         """
         assert self._conn is not None
-        bounds = await self._conn.fetchrow(queries.STREAM_BOUNDS, timeout=self._timeout)
-        base = bounds["base"] if bounds is not None else None
+        bounds = await store.stream_bounds(self._conn, self._timeout)
+        base = bounds.base if bounds is not None else None
         if bounds is None or base is None:
             return  # stream_meta emptied: nothing sensible to compare with
-        head = bounds["head"] if bounds["head"] is not None else base - 1
+        head = bounds.head if bounds.head is not None else base - 1
         if base == self.base and head >= self.position:
             return
         log.warning(

@@ -1,0 +1,400 @@
+"""Every database operation the service runs, named and typed (pgqueuer's `Queries`,
+procrastinate's `JobManager`): callers never see SQL text, `$n` order or row layout.
+
+Each operation runs inside `db.wrap_exceptions`, so a caller sees `DatabaseUnavailable`
+or `DataRefused` (the driver's error in `__cause__`) and nothing else from the driver.
+Rows come back as NamedTuples, except on the hot paths (stream rows fanned out to
+every client, session-tree pages), where asyncpg builds a Record subclass itself
+(`record_class=`): named fields at no cost per row, read by index where it counts.
+The SQL is in app/store/queries.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import NamedTuple, ParamSpec, TypeVar, cast
+
+import asyncpg
+
+from app.store import queries
+from app.store.db import wrap_exceptions
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# A stats range as (whole minutes from the rollups, head edge, tail edge), each a
+# half-open [lo, hi) pair; (0, 0) when empty. See app/reads/stats.py split_range.
+RangeBounds = tuple[int, int, int, int, int, int]
+
+
+def _translated(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(operation)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        with wrap_exceptions():
+            return await operation(*args, **kwargs)
+
+    return wrapper
+
+
+# --- connections ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout: float | None = 10.0) -> AsyncIterator[asyncpg.Connection]:
+    """A pool connection; waiting for it, and everything done with it, translated."""
+    with wrap_exceptions():
+        async with pool.acquire(timeout=timeout) as conn:
+            yield cast(asyncpg.Connection, conn)  # the pool's proxy has a Connection's methods
+
+
+@asynccontextmanager
+async def snapshot(pool: asyncpg.Pool, timeout: float = 10.0) -> AsyncIterator[asyncpg.Connection]:
+    """A read-only REPEATABLE READ transaction: several reads that agree with each other."""
+    async with connection(pool, timeout) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        yield conn
+
+
+@_translated
+async def ping(pool: asyncpg.Pool, seconds: float) -> None:
+    """One round trip through the pool within `seconds` (readiness)."""
+    async with asyncio.timeout(seconds), pool.acquire() as conn:
+        await conn.fetchval(queries.PING)
+
+
+# --- rows -------------------------------------------------------------------------
+
+
+class StreamRecord(asyncpg.Record):
+    """A stream entry: (position, type, session_id, ts, name, data), in that order."""
+
+    @property
+    def position(self) -> int:
+        return cast(int, self[0])
+
+
+class TreeRecord(asyncpg.Record):
+    """(start_ms, end_ms, event_count, position, ts, name, data): the session's figures on
+    every row, then one EVENT, or position NULL for a session with none left to page."""
+
+    @property
+    def version(self) -> tuple[int | None, int | None, int]:
+        return (self[0], self[1], self[2])
+
+    @property
+    def start_ms(self) -> int | None:
+        return cast("int | None", self[0])
+
+    @property
+    def end_ms(self) -> int | None:
+        return cast("int | None", self[1])
+
+    @property
+    def position(self) -> int | None:
+        return cast("int | None", self[3])
+
+    @property
+    def ts(self) -> int:
+        return cast(int, self[4])
+
+
+class StreamBounds(NamedTuple):
+    base: int | None  # the first position this database hands out (random per database)
+    head: int | None  # the highest committed position; None when empty
+    allocated: int | None  # the highest position handed out, committed or not
+
+
+class SessionVersion(NamedTuple):
+    start_ms: int | None
+    end_ms: int | None
+    event_count: int
+
+
+class SessionSummary(NamedTuple):
+    session_id: str
+    start_ms: int | None
+    end_ms: int | None
+    event_count: int
+    seen: int  # the paging cursor: when the session was first seen
+
+
+class LockHolderRow(NamedTuple):
+    pid: int
+    application_name: str | None
+    state: str | None
+    xact_start: dt.datetime
+    held_seconds: float
+    waiting: int
+
+
+class NameId(NamedTuple):
+    id: int
+    name: str
+
+
+class NameCount(NamedTuple):
+    name_id: int
+    name: str
+    events: int
+
+
+class NameBucket(NamedTuple):
+    bucket: int
+    name_id: int
+    n: int
+
+
+class EventTotals(NamedTuple):
+    events: int
+    names: int
+
+
+class SessionsSummary(NamedTuple):
+    started: int
+    ended: int
+    duration_sum: int
+    events_sum: int
+    at_most: list[int]  # cumulative ended sessions per histogram bound, ascending
+    duration_p50: int | None
+    duration_p90: int | None
+    duration_p99: int | None
+    events_p50: int | None
+    events_p90: int | None
+
+
+# --- write path -------------------------------------------------------------------
+
+
+@_translated
+async def upsert_event_names(conn: asyncpg.Connection, names: list[str], timeout: float | None) -> list[NameId]:
+    """Ids of `names` (sorted by the caller), creating the missing ones; a name another
+    writer committed meanwhile may be missing from the answer: ask again for it."""
+    return [NameId(r[0], r[1]) for r in await conn.fetch(queries.UPSERT_EVENT_NAMES, names, timeout=timeout)]
+
+
+@_translated
+async def begin_write(conn: asyncpg.Connection, lock_timeout: str, timeout: float) -> int:
+    """Open the write transaction; its id, for resolving a COMMIT that got no answer."""
+    await conn.execute(queries.BEGIN, timeout=timeout)
+    return cast(int, await conn.fetchval(queries.BEGIN_WRITE, lock_timeout, timeout=timeout))
+
+
+@_translated
+async def claim_batch_ids(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]], accepted: Sequence[int], timeout: float
+) -> set[tuple[str, str]]:
+    """Claim each (scope, batch_id) with its event count; the keys that were new."""
+    rows = await conn.fetch(queries.CLAIM_BATCH_IDS, [k[0] for k in keys], [k[1] for k in keys], list(accepted), timeout=timeout)
+    return {(r[0], r[1]) for r in rows}
+
+
+@_translated
+async def copy_events(
+    conn: asyncpg.Connection, records: list[tuple[str, str, int, int | None, str | None]], timeout: float
+) -> None:
+    """(session_id, type, ts, name_id, data) rows into events, by COPY."""
+    await conn.copy_records_to_table(queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout)
+
+
+@_translated
+async def commit(conn: asyncpg.Connection, timeout: float) -> None:
+    await conn.execute(queries.COMMIT, timeout=timeout)
+
+
+@_translated
+async def transaction_status(conn: asyncpg.Connection, xid: int, timeout: float) -> str | None:
+    """'committed', 'aborted', 'in progress', or None when too old to know."""
+    try:
+        return cast("str | None", await conn.fetchval(queries.TXID_STATUS, xid, timeout=timeout))
+    except asyncpg.InvalidParameterValueError:
+        # "in the future": the database restarted without ever making it durable.
+        return "aborted"
+
+
+@_translated
+async def terminate_writer(conn: asyncpg.Connection, pid: int, xid: int, timeout: float) -> None:
+    """End backend `pid` if it is still inside transaction `xid` (it then aborts it)."""
+    await conn.fetchval(queries.TERMINATE_WRITER, pid, xid, timeout=timeout)
+
+
+@_translated
+async def record_rejected(pool: asyncpg.Pool, records: Iterable[tuple[object, ...]], keep_rows: int) -> None:
+    """Insert rejected_batches rows and prune the table to its newest `keep_rows`, atomically."""
+    async with pool.acquire(timeout=10) as conn, conn.transaction():
+        await conn.executemany(queries.REJECTED_INSERT, records)
+        await conn.execute(queries.REJECTED_PRUNE, keep_rows)
+
+
+# --- ingest's watch ---------------------------------------------------------------
+
+
+@_translated
+async def insert_lock_holder(conn: asyncpg.Connection, held_longer_than: float) -> LockHolderRow | None:
+    """Who holds the insert lock, if its transaction is older than `held_longer_than` seconds."""
+    row = await conn.fetchrow(queries.INSERT_LOCK_HOLDER, held_longer_than)
+    return None if row is None else LockHolderRow(*row)
+
+
+@_translated
+async def prune_batch_ids(conn: asyncpg.Connection, older_than_seconds: float, at_most: int) -> int:
+    """Forget up to `at_most` batch_ids claimed more than `older_than_seconds` ago; how many."""
+    status = await conn.execute(queries.PRUNE_BATCH_IDS, older_than_seconds, at_most)
+    return int(status.split()[-1])
+
+
+# --- the stream -------------------------------------------------------------------
+
+
+@_translated
+async def stream_bounds(conn: asyncpg.Connection, timeout: float | None = None) -> StreamBounds | None:
+    row = await conn.fetchrow(queries.STREAM_BOUNDS, timeout=timeout)
+    return None if row is None else StreamBounds(*row)
+
+
+@_translated
+async def stream_head(conn: asyncpg.Connection, timeout: float | None = None) -> int | None:
+    """The highest committed position (an index probe); None when the stream is empty."""
+    return cast("int | None", await conn.fetchval(queries.STREAM_HEAD, timeout=timeout))
+
+
+@_translated
+async def stream_after(conn: asyncpg.Connection, position: int, limit: int, timeout: float) -> list[StreamRecord]:
+    """Up to `limit` entries after `position`, in position order (the hub's read)."""
+    return await conn.fetch(queries.STREAM_AFTER, position, limit, timeout=timeout, record_class=StreamRecord)
+
+
+class StreamFilter(NamedTuple):
+    """What a stream client asked for; None means "any"."""
+
+    session_ids: list[str] | None = None
+    names: list[str] | None = None
+    types: list[str] | None = None
+
+
+@_translated
+async def stream_replay(
+    conn: asyncpg.Connection, after: int, upper: int, only: StreamFilter, limit: int, timeout: float
+) -> list[StreamRecord]:
+    """Up to `limit` matching entries in (after, upper], in position order."""
+    return await conn.fetch(queries.STREAM_REPLAY, after, upper, *only, limit, timeout=timeout, record_class=StreamRecord)
+
+
+@_translated
+async def stream_tail(conn: asyncpg.Connection, upper: int, only: StreamFilter, count: int) -> list[StreamRecord]:
+    """The last `count` matching entries at or below `upper`, oldest first."""
+    return await conn.fetch(queries.STREAM_TAIL, upper, *only, count, record_class=StreamRecord)
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+@_translated
+async def session_page(conn: asyncpg.Connection, session_id: str, after: tuple[int, int], limit: int) -> list[TreeRecord]:
+    """Up to `limit` EVENTs of a session after (ts, position), each with the session's
+    figures; one row with position None for a session without (more) EVENTs; none
+    for an unknown session."""
+    return await conn.fetch(queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit, record_class=TreeRecord)
+
+
+@_translated
+async def session_version(conn: asyncpg.Connection, session_id: str) -> SessionVersion | None:
+    row = await conn.fetchrow(queries.SESSION_VERSION, session_id)
+    return None if row is None else SessionVersion(*row)
+
+
+@_translated
+async def recent_sessions(conn: asyncpg.Connection, before: int, limit: int) -> list[SessionSummary]:
+    """Up to `limit` sessions first seen before the cursor `before`, newest first."""
+    return [SessionSummary(*r) for r in await conn.fetch(queries.RECENT_SESSIONS, before, limit)]
+
+
+# --- analytics (one snapshot per response: see snapshot()) ---------------------------
+
+
+@_translated
+async def stats_work_mem(conn: asyncpg.Connection) -> None:
+    """Room to sort and hash in memory, for this transaction only."""
+    await conn.execute(queries.STATS_WORK_MEM)
+
+
+@_translated
+async def stats_event_totals(conn: asyncpg.Connection, bounds: RangeBounds) -> EventTotals:
+    row = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *bounds)
+    assert row is not None  # an aggregate: always one row
+    return EventTotals(int(row[0]), int(row[1]))
+
+
+@functools.cache
+def _sessions_summary_sql(bound_count: int) -> str:
+    return queries.stats_sessions_summary(bound_count)
+
+
+@_translated
+async def stats_sessions_summary(
+    conn: asyncpg.Connection, start: int, end: int, histogram_bounds: Sequence[int]
+) -> SessionsSummary:
+    """Sessions started in [start, end): counts, sums, cumulative histogram, percentiles."""
+    row = await conn.fetchrow(_sessions_summary_sql(len(histogram_bounds)), start, end, list(histogram_bounds))
+    assert row is not None  # an aggregate: always one row
+    at_most = [int(row[f"at_most_{i}"]) for i in range(1, len(histogram_bounds) + 1)]
+    return SessionsSummary(
+        started=int(row["started"]),
+        ended=int(row["ended"]),
+        duration_sum=int(row["duration_sum"] or 0),
+        events_sum=int(row["events_sum"] or 0),
+        at_most=at_most,
+        duration_p50=row["duration_p50"],
+        duration_p90=row["duration_p90"],
+        duration_p99=row["duration_p99"],
+        events_p50=row["events_p50"],
+        events_p90=row["events_p90"],
+    )
+
+
+@_translated
+async def stats_name_ids(conn: asyncpg.Connection, names: list[str]) -> dict[str, int]:
+    """Ids of the names that exist; a name never seen is absent."""
+    return {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, names)}
+
+
+@_translated
+async def stats_name_counts(conn: asyncpg.Connection, bounds: RangeBounds, limit: int) -> list[NameCount]:
+    """EVENTs per name in the range, most first (ties by name in code point order)."""
+    return [NameCount(r[0], r[1], int(r[2])) for r in await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, limit)]
+
+
+@_translated
+async def stats_event_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int) -> dict[int, int]:
+    """EVENTs per bucket start (buckets of `size` ms); empty buckets absent."""
+    return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
+
+
+@_translated
+async def stats_session_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int) -> dict[int, int]:
+    """Sessions started per bucket start; empty buckets absent."""
+    return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
+
+
+@_translated
+async def stats_name_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int, name_ids: list[int]) -> list[NameBucket]:
+    rows = await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, name_ids)
+    return [NameBucket(r[0], r[1], int(r[2])) for r in rows]
+
+
+@_translated
+async def stats_name_sessions(conn: asyncpg.Connection, start: int, end: int, name_ids: list[int]) -> dict[int, int]:
+    """Distinct sessions with an EVENT of each name in [start, end)."""
+    return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_NAME_SESSIONS, start, end, name_ids)}
+
+
+async def stats_funnel_events(
+    conn: asyncpg.Connection, start: int, end: int, name_ids: list[int], prefetch: int
+) -> AsyncIterator[tuple[list[int], list[int]]]:
+    """Per session started in [start, end): its step EVENTs' name ids and timestamps, in
+    order. A cursor, so memory stays at `prefetch` sessions (needs a transaction)."""
+    with wrap_exceptions():
+        async for row in conn.cursor(queries.STATS_FUNNEL_EVENTS, start, end, name_ids, prefetch=prefetch):
+            yield row[0], row[1]
