@@ -240,11 +240,11 @@ class Split:
     minutes: tuple[tuple[int, int], tuple[int, int]]
     raw: tuple[tuple[int, int], tuple[int, int]]
 
-    def event_bounds(self) -> tuple[int, ...]:
+    def event_bounds(self) -> tuple[int, int, int, int, int, int, int, int, int, int]:
         """$1–$10 of the event queries: hours, minute head and tail, raw head and tail."""
         return (*self.hours, *self.minutes[0], *self.minutes[1], *self.raw[0], *self.raw[1])
 
-    def session_bounds(self) -> tuple[int, ...]:
+    def session_bounds(self) -> tuple[int, int, int, int, int, int]:
         """$1–$6 of the session queries (no hourly rollup): minutes, raw head and tail."""
         if self.hours != EMPTY or self.minutes[1] != EMPTY:
             raise ValueError("session bounds need a split made with hours=False")

@@ -26,9 +26,11 @@ from app.store.db import wrap_exceptions
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# A stats range as (whole minutes from the rollups, head edge, tail edge), each a
-# half-open [lo, hi) pair; (0, 0) when empty. See app/reads/stats.py split_range.
-RangeBounds = tuple[int, int, int, int, int, int]
+# A stats range as half-open [lo, hi) pairs, (0, 0) when empty (app/reads/stats.py
+# split_range): for EVENTs, whole hours, whole minutes at the head and at the tail,
+# raw minutes at the head and at the tail; for sessions, whole minutes and raw edges.
+EventBounds = tuple[int, int, int, int, int, int, int, int, int, int]
+SessionBounds = tuple[int, int, int, int, int, int]
 
 
 def _translated(operation: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -139,30 +141,6 @@ class NameCount(NamedTuple):
     name_id: int
     name: str
     events: int
-
-
-class NameBucket(NamedTuple):
-    bucket: int
-    name_id: int
-    n: int
-
-
-class EventTotals(NamedTuple):
-    events: int
-    names: int
-
-
-class SessionsSummary(NamedTuple):
-    started: int
-    ended: int
-    duration_sum: int
-    events_sum: int
-    at_most: list[int]  # cumulative ended sessions per histogram bound, ascending
-    duration_p50: int | None
-    duration_p90: int | None
-    duration_p99: int | None
-    events_p50: int | None
-    events_p90: int | None
 
 
 # --- write path -------------------------------------------------------------------
@@ -314,6 +292,31 @@ async def recent_sessions(conn: asyncpg.Connection, before: int, limit: int) -> 
 # --- analytics (one snapshot per response: see snapshot()) ---------------------------
 
 
+class EventTotals(NamedTuple):
+    events: int
+    names: int  # distinct names among them
+
+
+class EventCountGroup(NamedTuple):
+    """The sessions started in a range that hold `event_count` EVENTs."""
+
+    event_count: int
+    started: int
+    ended: int
+    duration_sum: int  # of the ended ones, in ms
+    at_most: list[int]  # of the ended ones, how many lasted at most each histogram bound
+
+
+class SessionGroups(NamedTuple):
+    by_event_count: list[EventCountGroup]
+    by_duration_bucket: dict[int, int]  # ended sessions per fine duration bucket
+
+
+class EventBuckets(NamedTuple):
+    total: dict[int, int]  # bucket start -> EVENTs of every name; empty buckets absent
+    by_name: dict[int, dict[int, int]]  # name id -> bucket start -> its EVENTs
+
+
 @_translated
 async def stats_work_mem(conn: asyncpg.Connection) -> None:
     """Room to sort and hash in memory, for this transaction only."""
@@ -321,7 +324,7 @@ async def stats_work_mem(conn: asyncpg.Connection) -> None:
 
 
 @_translated
-async def stats_event_totals(conn: asyncpg.Connection, bounds: RangeBounds) -> EventTotals:
+async def stats_event_totals(conn: asyncpg.Connection, bounds: EventBounds) -> EventTotals:
     row = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *bounds)
     assert row is not None  # an aggregate: always one row
     return EventTotals(int(row[0]), int(row[1]))
@@ -332,56 +335,72 @@ def _sessions_summary_sql(bound_count: int) -> str:
     return queries.stats_sessions_summary(bound_count)
 
 
+# Columns of stats_sessions_summary before its at_most_<i> ones.
+_SUMMARY_AT_MOST = 6
+
+
 @_translated
-async def stats_sessions_summary(
-    conn: asyncpg.Connection, start: int, end: int, histogram_bounds: Sequence[int]
-) -> SessionsSummary:
-    """Sessions started in [start, end): counts, sums, cumulative histogram, percentiles."""
-    row = await conn.fetchrow(_sessions_summary_sql(len(histogram_bounds)), start, end, list(histogram_bounds))
-    assert row is not None  # an aggregate: always one row
-    at_most = [int(row[f"at_most_{i}"]) for i in range(1, len(histogram_bounds) + 1)]
-    return SessionsSummary(
-        started=int(row["started"]),
-        ended=int(row["ended"]),
-        duration_sum=int(row["duration_sum"] or 0),
-        events_sum=int(row["events_sum"] or 0),
-        at_most=at_most,
-        duration_p50=row["duration_p50"],
-        duration_p90=row["duration_p90"],
-        duration_p99=row["duration_p99"],
-        events_p50=row["events_p50"],
-        events_p90=row["events_p90"],
-    )
+async def stats_session_groups(
+    conn: asyncpg.Connection, start: int, end: int, histogram_bounds: Sequence[int], duration_bounds: Sequence[int]
+) -> SessionGroups:
+    """The sessions started in [start, end), in one pass: grouped by their number of
+    EVENTs, and the ended ones by fine duration bucket (width_bucket on `duration_bounds`)."""
+    sql = _sessions_summary_sql(len(histogram_bounds))
+    by_event_count: list[EventCountGroup] = []
+    by_duration_bucket: dict[int, int] = {}
+    for r in await conn.fetch(sql, start, end, list(histogram_bounds), list(duration_bounds)):
+        if not r[0]:
+            at_most = [int(r[i]) for i in range(_SUMMARY_AT_MOST, len(r))]
+            by_event_count.append(EventCountGroup(int(r[1]), int(r[3]), int(r[4]), int(r[5] or 0), at_most))
+        elif r[2] is not None:  # the group of sessions not ended has no bucket
+            by_duration_bucket[r[2]] = int(r[3])
+    return SessionGroups(by_event_count, by_duration_bucket)
+
+
+# STATS_DURATIONS_BETWEEN reads up to this many duration ranges.
+DURATION_SPANS = 3
+
+
+@_translated
+async def stats_durations_between(conn: asyncpg.Connection, start: int, end: int, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Durations of the sessions started in [start, end) and ended, within any of the
+    half-open `spans` (at most DURATION_SPANS), in no particular order."""
+    if len(spans) > DURATION_SPANS:
+        raise ValueError(f"at most {DURATION_SPANS} duration spans, got {len(spans)}")
+    padded = [*spans, *[(0, 0)] * (DURATION_SPANS - len(spans))]  # (0, 0) is empty
+    rows = await conn.fetch(queries.STATS_DURATIONS_BETWEEN, start, end, *(x for span in padded for x in span))
+    return [r[0] for r in rows]
 
 
 @_translated
 async def stats_name_ids(conn: asyncpg.Connection, names: list[str]) -> dict[str, int]:
     """Ids of the names that exist; a name never seen is absent."""
-    return {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, names)}
+    return {r[1]: r[0] for r in await conn.fetch(queries.STATS_NAME_IDS, names)}
 
 
 @_translated
-async def stats_name_counts(conn: asyncpg.Connection, bounds: RangeBounds, limit: int) -> list[NameCount]:
+async def stats_name_counts(conn: asyncpg.Connection, bounds: EventBounds, limit: int) -> list[NameCount]:
     """EVENTs per name in the range, most first (ties by name in code point order)."""
     return [NameCount(r[0], r[1], int(r[2])) for r in await conn.fetch(queries.STATS_NAME_COUNTS, *bounds, limit)]
 
 
 @_translated
-async def stats_event_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int) -> dict[int, int]:
-    """EVENTs per bucket start (buckets of `size` ms); empty buckets absent."""
-    return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size)}
+async def stats_event_buckets(conn: asyncpg.Connection, bounds: EventBounds, size: int, name_ids: list[int]) -> EventBuckets:
+    """EVENTs per bucket of `size` ms, of every name and of each of `name_ids`, in one pass."""
+    total: dict[int, int] = {}
+    by_name: dict[int, dict[int, int]] = {}
+    for bucket, series, is_total, n in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size, name_ids):
+        if is_total:
+            total[bucket] = int(n)
+        elif series is not None:  # None: the EVENTs of the other names
+            by_name.setdefault(series, {})[bucket] = int(n)
+    return EventBuckets(total, by_name)
 
 
 @_translated
-async def stats_session_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int) -> dict[int, int]:
+async def stats_session_buckets(conn: asyncpg.Connection, bounds: SessionBounds, size: int) -> dict[int, int]:
     """Sessions started per bucket start; empty buckets absent."""
     return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *bounds, size)}
-
-
-@_translated
-async def stats_name_buckets(conn: asyncpg.Connection, bounds: RangeBounds, size: int, name_ids: list[int]) -> list[NameBucket]:
-    rows = await conn.fetch(queries.STATS_NAME_BUCKETS, *bounds, size, name_ids)
-    return [NameBucket(r[0], r[1], int(r[2])) for r in rows]
 
 
 @_translated
@@ -393,8 +412,9 @@ async def stats_name_sessions(conn: asyncpg.Connection, start: int, end: int, na
 async def stats_funnel_events(
     conn: asyncpg.Connection, start: int, end: int, name_ids: list[int], prefetch: int
 ) -> AsyncIterator[tuple[list[int], list[int]]]:
-    """Per session started in [start, end): its step EVENTs' name ids and timestamps, in
-    order. A cursor, so memory stays at `prefetch` sessions (needs a transaction)."""
+    """Per session started in [start, end): its EVENTs of `name_ids` as name ids and
+    timestamps, in order. A server-side cursor, so memory stays at `prefetch` sessions
+    (needs a transaction, as in snapshot())."""
     with wrap_exceptions():
         async for row in conn.cursor(queries.STATS_FUNNEL_EVENTS, start, end, name_ids, prefetch=prefetch):
             yield row[0], row[1]
