@@ -1,8 +1,10 @@
 """GET /stats/summary, /stats/timeseries, /stats/names, /stats/funnel: session analytics.
 
-Parameters and shaping are pure (app/reads/stats.py); the SQL is in app/store/queries.py and
-reads the rollups of schema/004_stats.sql. Each response reads one REPEATABLE READ
-snapshot, so its figures agree with each other while writers keep committing.
+Parameters and shaping are pure (app/reads/stats.py); the reads are typed operations of
+app/store/store.py over the rollups of schema/004_stats.sql. Each response reads one
+REPEATABLE READ snapshot, so its figures agree with each other while writers keep
+committing. A database that cannot answer raises DatabaseUnavailable, which the app's
+one handler answers with a 503 (app/errors.py database_unavailable).
 """
 
 from __future__ import annotations
@@ -18,20 +20,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app.errors import error_response, unavailable_response
+from app.errors import error_response
 from app.reads import stats as st
-from app.store import queries
-from app.store.db import is_unavailable
+from app.store import store
 
 Params = Mapping[str, Sequence[str]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], st.Range], Awaitable[dict[str, Any]]]
 Parser = Callable[[Params, st.Range], dict[str, Any]]
 
-_SUMMARY_SQL = queries.stats_sessions_summary(len(st.HISTOGRAM_BOUNDS_MS))
 _FUNNEL_PREFETCH = 5_000
 
 
-def _bounds(rng: st.Range) -> tuple[int, ...]:
+def _bounds(rng: st.Range) -> store.EventBounds:
     return st.split_range(rng).event_bounds()
 
 
@@ -40,27 +40,23 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
-    totals = await conn.fetchrow(queries.STATS_EVENT_TOTALS, *_bounds(rng))
-    rows = await conn.fetch(_SUMMARY_SQL, rng.start, rng.end, list(st.HISTOGRAM_BOUNDS_MS), list(st.DURATION_BOUNDS))
-    assert totals is not None
-    groups = [r for r in rows if not r["by_duration"]]
-    duration_counts = {
-        r["duration_bucket"]: int(r["started"]) for r in rows if r["by_duration"] and r["duration_bucket"] is not None
-    }
-    started = sum(int(g["started"]) for g in groups)
-    ended = sum(int(g["ended"]) for g in groups)
-    duration_sum = sum(int(g["duration_sum"] or 0) for g in groups)
-    at_most = [sum(int(g[f"at_most_{i}"]) for g in groups) for i in range(1, len(st.HISTOGRAM_BOUNDS_MS) + 1)]
+    totals = await store.stats_event_totals(conn, _bounds(rng))
+    sessions = await store.stats_session_groups(conn, rng.start, rng.end, st.HISTOGRAM_BOUNDS_MS, st.DURATION_BOUNDS)
+    groups = sessions.by_event_count
+    started = sum(g.started for g in groups)
+    ended = sum(g.ended for g in groups)
+    duration_sum = sum(g.duration_sum for g in groups)
+    at_most = [sum(g.at_most[i] for g in groups) for i in range(len(st.HISTOGRAM_BOUNDS_MS))]
     bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
-    per_session = {int(g["event_count"]): int(g["started"]) for g in groups}
+    per_session = {g.event_count: g.started for g in groups}
     events_p = st.percentiles_from_counts(per_session, (50, 90))
-    durations_p = await _duration_percentiles(conn, rng, duration_counts, ended, (50, 90, 99))
+    durations_p = await _duration_percentiles(conn, rng, sessions.by_duration_bucket, ended, (50, 90, 99))
     return {
         "from": rng.start,
         "to": rng.end,
         "sessions": {"started": started, "ended": ended, "open": started - ended},
-        "events": int(totals["events"]),
-        "names": int(totals["names"]),
+        "events": totals.events,
+        "names": totals.names,
         "duration_ms": {
             "p50": durations_p[50],
             "p90": durations_p[90],
@@ -86,11 +82,9 @@ async def _duration_percentiles(
     located = st.locate_ranks(counts, ranks.values())
     buckets = sorted({bucket for bucket, _ in located.values()})
     spans = [st.duration_bucket_range(b) for b in buckets]
-    spans += [(0, 0)] * (3 - len(spans))  # three ranges in the SQL; (0, 0) is empty
-    rows = await conn.fetch(queries.STATS_DURATIONS_BETWEEN, rng.start, rng.end, *(x for span in spans for x in span))
     values: dict[int, list[int]] = {b: [] for b in buckets}
-    for row in rows:
-        values[st.duration_bucket(row["duration"])].append(row["duration"])
+    for duration in await store.stats_durations_between(conn, rng.start, rng.end, spans):
+        values[st.duration_bucket(duration)].append(duration)
     for listed in values.values():
         listed.sort()
     return {p: values[located[k][0]][located[k][1] - 1] for p, k in ranks.items()}
@@ -106,30 +100,26 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
     bucket, size, wanted = options["bucket"], options["size"], options["names"]
     bounds = st.split_range(rng, hours=bucket != "minute").event_bounds()
     session_bounds = st.split_range(rng, hours=False).session_bounds()
+    series_names: list[tuple[str, int | None]]
     if wanted:
-        ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, wanted)}
+        ids = await store.stats_name_ids(conn, wanted)
         series_names = [(name, ids.get(name)) for name in wanted]
     else:
-        top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), st.DEFAULT_TOP_NAMES)
-        series_names = [(r["name"], r["name_id"]) for r in top]
+        top = await store.stats_name_counts(conn, _bounds(rng), st.DEFAULT_TOP_NAMES)
+        series_names = [(r.name, r.name_id) for r in top]
     starts = st.bucket_starts(rng, size)
-    started = {r["bucket"]: int(r["n"]) for r in await conn.fetch(queries.STATS_SESSION_BUCKETS, *session_bounds, size)}
+    started = await store.stats_session_buckets(conn, session_bounds, size)
     known_ids = [i for _, i in series_names if i is not None]
-    totals: dict[int, int] = {}
-    per_name: dict[int, dict[int, int]] = {i: {} for i in known_ids}
-    for r in await conn.fetch(queries.STATS_EVENT_BUCKETS, *bounds, size, known_ids):
-        if r["is_total"]:
-            totals[r["bucket"]] = int(r["n"])
-        elif r["series"] is not None:
-            per_name[r["series"]][r["bucket"]] = int(r["n"])
+    events = await store.stats_event_buckets(conn, bounds, size, known_ids)
     return {
         "from": rng.start,
         "to": rng.end,
         "bucket": bucket,
-        "total": st.points(starts, totals),
+        "total": st.points(starts, events.total),
         "sessions_started": st.points(starts, started),
         "series": [
-            {"name": name, "points": st.points(starts, per_name.get(i, {}) if i is not None else {})} for name, i in series_names
+            {"name": name, "points": st.points(starts, events.by_name.get(i, {}) if i is not None else {})}
+            for name, i in series_names
         ],
     }
 
@@ -140,16 +130,14 @@ def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     limit = options["limit"]
-    top = await conn.fetch(queries.STATS_NAME_COUNTS, *_bounds(rng), limit)
+    top = await store.stats_name_counts(conn, _bounds(rng), limit)
     sessions: dict[int, int] = {}
     if top:
-        ids = [r["name_id"] for r in top]
-        rows = await conn.fetch(queries.STATS_NAME_SESSIONS, rng.start, rng.end, ids)
-        sessions = {r["name_id"]: int(r["sessions"]) for r in rows}
+        sessions = await store.stats_name_sessions(conn, rng.start, rng.end, [r.name_id for r in top])
     return {
         "from": rng.start,
         "to": rng.end,
-        "names": [{"name": r["name"], "events": int(r["events"]), "sessions": sessions.get(r["name_id"], 0)} for r in top],
+        "names": [{"name": r.name, "events": r.events, "sessions": sessions.get(r.name_id, 0)} for r in top],
     }
 
 
@@ -159,14 +147,14 @@ def _funnel_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     steps, within = options["steps"], options["within"]
-    ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, list(set(steps)))}
+    ids = await store.stats_name_ids(conn, list(set(steps)))
     depths: list[int] = []
     if steps[0] in ids:
         # Step names as ids; a name never seen matches nothing (-1 is no id).
         step_ids = [ids.get(step, -1) for step in steps]
-        cursor = conn.cursor(queries.STATS_FUNNEL_EVENTS, rng.start, rng.end, list(ids.values()), prefetch=_FUNNEL_PREFETCH)
-        async for row in cursor:
-            depths.append(st.funnel_depth(row["names"], row["stamps"], step_ids, within))
+        sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_PREFETCH)
+        async for names, stamps in sessions:
+            depths.append(st.funnel_depth(names, stamps, step_ids, within))
     return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
 
 
@@ -181,14 +169,9 @@ def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[
         except st.BadParameter as exc:
             return error_response(400, exc.code, exc.message)
         pool: asyncpg.Pool = request.app.state.services.pool
-        try:
-            async with pool.acquire(timeout=10) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-                await conn.execute(queries.STATS_WORK_MEM)
-                body = await handler(conn, options, rng)  # type: ignore[arg-type]
-        except Exception as exc:
-            if is_unavailable(exc):
-                return unavailable_response()
-            raise
+        async with store.snapshot(pool, timeout=10) as conn:
+            await store.stats_work_mem(conn)
+            body = await handler(conn, options, rng)
         return Response(orjson.dumps(body), media_type="application/json")
 
     return endpoint
