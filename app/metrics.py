@@ -9,9 +9,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-BATCHES = Counter(
-    "eventservice_batches_total", "WebSocket batches by result", ["result"], registry=REGISTRY
-)
+BATCHES = Counter("eventservice_batches_total", "WebSocket batches by result", ["result"], registry=REGISTRY)
 EVENTS = Counter("eventservice_events_total", "Events by result", ["result"], registry=REGISTRY)
 ACK_LATENCY = Histogram(
     "eventservice_ack_latency_seconds",
@@ -19,9 +17,7 @@ ACK_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )
-REJECTED = Counter(
-    "eventservice_rejected_batches_total", "Rejected batches by error code", ["reason"], registry=REGISTRY
-)
+REJECTED = Counter("eventservice_rejected_batches_total", "Rejected batches by error code", ["reason"], registry=REGISTRY)
 # multiprocess_mode only matters under --workers (PROMETHEUS_MULTIPROC_DIR set):
 # live gauges are summed over the workers that are alive.
 WS_CONNECTIONS = Gauge(
@@ -31,9 +27,7 @@ SSE_CLIENTS = Gauge("eventservice_sse_clients", "Connected SSE clients", registr
 SSE_MESSAGES = Counter(
     "eventservice_sse_messages_total", "SSE messages queued for clients (live) or replayed to them", registry=REGISTRY
 )
-SSE_DROPPED = Counter(
-    "eventservice_sse_clients_dropped_total", "SSE clients reset or dropped", ["reason"], registry=REGISTRY
-)
+SSE_DROPPED = Counter("eventservice_sse_clients_dropped_total", "SSE clients reset or dropped", ["reason"], registry=REGISTRY)
 HUB_LAG = Histogram(
     "eventservice_notification_lag_seconds",
     "Time from a NOTIFY arriving to its rows being fanned out",
@@ -95,5 +89,5 @@ def exposition_registry() -> CollectorRegistry:
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return REGISTRY
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client ships no annotation here
     return registry

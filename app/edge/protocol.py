@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -71,9 +71,13 @@ def _address(client: tuple[str, int] | None) -> str:
     return f"{client[0]}:{client[1]}" if client else "-"
 
 
-def with_head_deadline(seconds: float) -> functools.partial[HeadDeadlineProtocol]:
-    """The `http=` argument for uvicorn.run."""
-    return functools.partial(HeadDeadlineProtocol, head_timeout=seconds)
+def with_head_deadline(seconds: float) -> type[asyncio.Protocol]:
+    """The `http=` argument for uvicorn.run.
+
+    uvicorn only calls what it is given, as it would a protocol class; its annotation
+    says class, so the partial is presented as one.
+    """
+    return cast("type[asyncio.Protocol]", functools.partial(HeadDeadlineProtocol, head_timeout=seconds))
 
 
 __all__ = ["HeadDeadlineProtocol", "with_head_deadline"]

@@ -38,6 +38,7 @@ log = logging.getLogger("eventservice.writer")
 # answered unavailable (the database restarting, say).
 RESOLVE_SECONDS = 10.0
 
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     accepted: int = 0
@@ -126,7 +127,9 @@ class Writer(Background):
             if status != "committed":
                 log.warning(
                     "connection lost during COMMIT of %d batches; transaction %s was %s: answered unavailable",
-                    len(group), unknown.xid, status or "not resolved",
+                    len(group),
+                    unknown.xid,
+                    status or "not resolved",
                 )
                 for pending in group:
                     _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))

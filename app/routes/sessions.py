@@ -31,9 +31,7 @@ async def recent_sessions(request: Request) -> Response:
         rows = await store.recent_sessions(conn, before, limit + 1)
     page = rows[:limit]
     body = {
-        "sessions": [
-            {"session_id": r.session_id, "start": r.start_ms, "end": r.end_ms, "events": r.event_count} for r in page
-        ],
+        "sessions": [{"session_id": r.session_id, "start": r.start_ms, "end": r.end_ms, "events": r.event_count} for r in page],
         "next": str(page[-1].seen) if len(rows) > limit else None,
     }
     return Response(orjson.dumps(body), media_type="application/json")

@@ -199,9 +199,7 @@ def _only(filters: Filters) -> StreamFilter:
     )
 
 
-async def _replay(
-    pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int, outcome: list[str]
-) -> AsyncIterator[bytes]:
+async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: int, outcome: list[str]) -> AsyncIterator[bytes]:
     """Replays (resume, H]; outcome[0] says how it ended: "done", "reset" or "failed".
 
     "failed" (the database could not be read for REPLAY_RETRY_SECONDS) must end the

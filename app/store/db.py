@@ -128,10 +128,10 @@ def start_embedded(data_dir: Path) -> str:
         runtime_dir_warning = getattr(importlib.import_module("platformdirs"), "RuntimeDirWarning", None)
         if runtime_dir_warning is not None:
             warnings.simplefilter("ignore", runtime_dir_warning)
-        import pgserver
+        from pgserver.postgres_server import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir.resolve(), cleanup_mode="stop")
+    server = get_server(data_dir.resolve(), cleanup_mode="stop")
     return str(server.get_uri())
 
 
@@ -140,9 +140,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # json/jsonb travel as text: event data is stored and returned verbatim,
     # spliced into responses without a decode/encode round trip.
     # json's binary wire format is its UTF-8 text, which is what COPY needs.
-    await conn.set_type_codec(
-        "json", encoder=str.encode, decoder=_decode_utf8, schema="pg_catalog", format="binary"
-    )
+    await conn.set_type_codec("json", encoder=str.encode, decoder=_decode_utf8, schema="pg_catalog", format="binary")
 
 
 def _decode_utf8(raw: bytes) -> str:
@@ -164,7 +162,7 @@ async def create_pool(database_url: str, min_size: int, max_size: int) -> asyncp
 
 async def connect(database_url: str, **kwargs: Any) -> asyncpg.Connection:
     kwargs["server_settings"] = {**SERVER_SETTINGS, **kwargs.get("server_settings", {})}
-    conn = await asyncpg.connect(database_url, **kwargs)
+    conn: asyncpg.Connection = await asyncpg.connect(database_url, **kwargs)
     await _init_connection(conn)
     return conn
 

@@ -260,6 +260,7 @@ SELECT name_id, count(*) AS sessions
  GROUP BY name_id
 """
 
+
 # The sessions started in [$1, $2), in one pass, grouped two ways (hashed, no sort):
 # - by their number of EVENTs (a few dozen groups): the sessions, those that
 #   ended, the sum of durations, and the cumulative histogram counts per upper

@@ -78,8 +78,10 @@ class Watch(Background):
     async def check_lock(self) -> LockHolder | None:
         async with asyncio.timeout(5), store.connection(self._pool, timeout=None) as conn:
             row = await store.insert_lock_holder(conn, self._report_after)
-        holder = None if row is None else LockHolder(
-            row.pid, row.application_name or "", row.state or "", row.xact_start, row.held_seconds, row.waiting
+        holder = (
+            None
+            if row is None
+            else LockHolder(row.pid, row.application_name or "", row.state or "", row.xact_start, row.held_seconds, row.waiting)
         )
         self.lock_holder = holder
         metrics.INSERT_LOCK_HELD.set(holder.held_seconds if holder else 0)
@@ -89,8 +91,13 @@ class Watch(Background):
             log.warning(
                 "insert lock held by backend pid=%d application_name=%r (%s) since %s (%.0fs); %d backends waiting: "
                 "ingest is stalled until it commits or rolls back (pg_terminate_backend(%d) ends it)",
-                holder.pid, holder.application_name, holder.state, holder.since.isoformat(), holder.held_seconds,
-                holder.waiting, holder.pid,
+                holder.pid,
+                holder.application_name,
+                holder.state,
+                holder.since.isoformat(),
+                holder.held_seconds,
+                holder.waiting,
+                holder.pid,
             )
         return holder
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Generator
 from dataclasses import dataclass
+from typing import Any, cast
 
 import asyncpg
 
@@ -154,8 +155,8 @@ class Subscriber:
         return items
 
 
-def item_from_row(row: asyncpg.Record | tuple) -> Item:
-    return Item(row[0], row[1], row[2], row[4], sse_format.message(tuple(row)))  # type: ignore[arg-type]
+def item_from_row(row: asyncpg.Record | tuple[Any, ...]) -> Item:
+    return Item(row[0], row[1], row[2], row[4], sse_format.message(cast(sse_format.StreamRow, tuple(row))))
 
 
 class Hub(Background):
@@ -232,8 +233,8 @@ class Hub(Background):
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
-        if payload.isascii() and payload.isdigit():
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        if isinstance(payload, str) and payload.isascii() and payload.isdigit():
             self._notified_top = max(self._notified_top, int(payload))
         if self._notified_at is None:
             self._notified_at = time.perf_counter()
@@ -325,7 +326,11 @@ class Hub(Background):
             return
         log.warning(
             "stream positions went backwards (base %d -> %d, position %d -> head %d): database restored? resetting %d clients",
-            self.base, base, self.position, head, len(self._subscribers),
+            self.base,
+            base,
+            self.position,
+            head,
+            len(self._subscribers),
         )
         self.base = base
         self.position = head

@@ -223,9 +223,7 @@ async def _run_load(
         await conn.close()
     ledger = Ledger()
     stop, done = asyncio.Event(), asyncio.Event()
-    followers = [
-        Follower(svc, since, resume_every=every) for svc in services for every in (0, 97)
-    ]
+    followers = [Follower(svc, since, resume_every=every) for svc in services for every in (0, 97)]
     target: list[int] = []
     upload_tasks = [
         asyncio.create_task(upload_until(ledger, services, stop, i, random.Random(rng.random()))) for i in range(uploaders)
@@ -329,9 +327,7 @@ async def test_blackholed_listen_connection_is_replaced_within_seconds(
     direct = await asyncpg.connect(pg.url)
     try:
         session = new_session()
-        insert = (
-            "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, event_name_id($3))"
-        )
+        insert = "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, event_name_id($3))"
         async with await SSEReader.open(svc.url, f"?session_id={session}") as stream:
             await direct.execute(insert, session, TS, "before")
             assert (await stream.next()).json["name"] == "before"
@@ -402,18 +398,14 @@ async def test_insert_lock_holder_is_named_and_waiting_batches_answered_unavaila
     session = new_session()
     try:
         await holder.execute("BEGIN")
-        await holder.execute(
-            "INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', $2)", session, TS
-        )
+        await holder.execute("INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', $2)", session, TS)
         pid = holder.get_server_pid()
         started = time.monotonic()
         answer = (await upload(svc.ws_url, session, [event("stalled", TS)]))[0]
         waited = time.monotonic() - started
         assert answer["type"] == "ERROR" and answer["error"] == "unavailable", answer
         assert 1.5 < waited < 15, waited
-        _, body = await _until(
-            lambda: _ready_body_if(svc, 503), 10, "/readyz naming the lock holder"
-        )
+        _, body = await _until(lambda: _ready_body_if(svc, 503), 10, "/readyz naming the lock holder")
         assert body["lock_holder"]["pid"] == pid and body["lock_holder"]["application_name"] == "forgotten-psql"
         assert str(pid) in body["reason"] and body["lock_holder"]["since"]
         assert await _metric(svc, "eventservice_insert_lock_held_seconds") >= 1
@@ -449,9 +441,7 @@ async def test_database_refuses_changes_to_the_log_and_unknown_names(service: Se
         assert "append-only" in str(refused.value), statement
         assert "Append new entries" in (refused.value.hint or ""), statement
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
-        await sql.execute(
-            "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, 2147483647)", session, TS
-        )
+        await sql.execute("INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, 2147483647)", session, TS)
     assert "event_names" in str(refused.value) and "event_name_id" in (refused.value.hint or "")
     # The supported way still works, and what was refused left nothing behind.
     await sql.execute(

@@ -472,9 +472,7 @@ async def test_timestamp_unit_seconds_stores_milliseconds(service: Service, sql:
     assert [c["timestamp"] for c in body["children"]] == [1_624_422_534_000, 1_700_000_000_000]
 
 
-async def test_explicit_millisecond_unit_reads_small_numbers_as_milliseconds(
-    service: Service, sql: asyncpg.Connection
-) -> None:
+async def test_explicit_millisecond_unit_reads_small_numbers_as_milliseconds(service: Service, sql: asyncpg.Connection) -> None:
     session = new_session()
     assert await upload(service.ws_url, session, [event("a", TS), event("b", 5)], query="timestampUnit=ms") == [ack(1, 2)]
     assert [ts for _, ts, *_ in await session_rows(sql, session)] == [TS, 5]

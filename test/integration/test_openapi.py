@@ -29,9 +29,7 @@ from test.support.service import Service
 READ = "openapi-read-token-0123456789"
 # derandomize: the same examples on every run, so CI never fails on a seed that a
 # previous run did not draw; a regression in what they cover still fails.
-EXAMPLES = settings(
-    max_examples=20, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
-)
+EXAMPLES = settings(max_examples=20, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
 
 
 async def _start(postgres: pg.TestPostgres, label: str, env: dict[str, str]) -> Service:
@@ -127,9 +125,7 @@ def test_open_server_conforms_and_never_fails(open_server: Service, path: str, m
 
 
 @pytest.mark.parametrize(("path", "mode"), CASES, ids=[f"{p}-{m.value}" for p, m in CASES])
-def test_secured_server_conforms_and_never_fails(
-    secured_server: Service, path: str, mode: schemathesis.GenerationMode
-) -> None:
+def test_secured_server_conforms_and_never_fails(secured_server: Service, path: str, mode: schemathesis.GenerationMode) -> None:
     _fuzz(secured_server, path, mode, None if path in _OPEN else {"Authorization": f"Bearer {READ}"})
 
 

@@ -236,12 +236,8 @@ async def test_every_live_client_sees_every_row_once_in_order_under_concurrent_w
         try:
             for _ in range(20):
                 async with conn.transaction():
-                    await conn.execute(
-                        "INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', 1)", new_session()
-                    )
-                    await conn.execute(
-                        "INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_END', 2)", new_session()
-                    )
+                    await conn.execute("INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', 1)", new_session())
+                    await conn.execute("INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_END', 2)", new_session())
                 total += 2
         finally:
             await conn.close()

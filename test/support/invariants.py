@@ -157,9 +157,10 @@ class Follower:
     async def _one_stream(self, until: asyncio.Event, target: list[int]) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=20)
         headers = {"Last-Event-ID": str(self._last)}
-        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(
-            f"{self.service.url}/database_events", headers=headers
-        ) as response:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as http,
+            http.get(f"{self.service.url}/database_events", headers=headers) as response,
+        ):
             if response.status != 200:
                 await asyncio.sleep(0.2)
                 return

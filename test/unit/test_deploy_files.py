@@ -151,9 +151,7 @@ def app_routes() -> dict[str, tuple[str, set[str]]]:
 
 
 def requirement_lines(name: str) -> list[str]:
-    return [
-        line.strip() for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
-    ]
+    return [line.strip() for line in (ROOT / name).read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def runtime_requirements() -> list[str]:

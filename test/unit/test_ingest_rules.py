@@ -20,9 +20,7 @@ OTHER = "1b7e3f5a-9c2d-4e8f-a1b0-c3d4e5f60718"
 TS = 1_700_000_000_000
 
 MS = FrameRules(session_id=SESSION, timestamp_unit="ms", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64)
-SECONDS = FrameRules(
-    session_id=SESSION, timestamp_unit="s", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64
-)
+SECONDS = FrameRules(session_id=SESSION, timestamp_unit="s", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64)
 RELAY = FrameRules(session_id=None, timestamp_unit="ms", max_batch_events=10_000, max_data_bytes=16 * 1024, max_data_depth=64)
 
 
@@ -386,5 +384,3 @@ def test_relay_connections_require_a_session_id_on_every_event() -> None:
     result = rejected(frame, RELAY)
     assert result.error == "invalid_event"
     assert [(p.index, p.field) for p in result.details] == [(1, "session_id"), (2, "session_id")]
-
-
