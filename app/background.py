@@ -81,6 +81,19 @@ class Background:
     async def _close(self) -> None:
         """Runs once the loops ended (drained or cancelled), and after a failed _open."""
 
+    async def _until(self, has_work: Callable[[], bool]) -> bool:
+        """Wait for work: True when there is some, False once stopping with none left.
+
+        Work queued before the stop is still taken, so a loop written as
+        `while await self._until(...)` drains what it was given and then ends.
+        """
+        while not has_work():
+            if self._stopping:
+                return False
+            self._wake.clear()
+            await self._wake.wait()
+        return True
+
     async def __aenter__(self) -> Self:
         try:
             await self._open()

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import asyncpg
 import pytest
 
-from test.support.postgres import TestPostgres
+from test.support.postgres import StandalonePostgres, TestPostgres
 from test.support.service import Service
 
 StartService = Callable[..., Awaitable[Service]]
@@ -72,3 +72,13 @@ async def sql(service: Service) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def standalone_postgres() -> Iterator[StandalonePostgres]:
+    """A PostgreSQL of its own on a TCP port, for tests that stop, crash or start it."""
+    pg = StandalonePostgres()
+    try:
+        yield pg
+    finally:
+        pg.close()

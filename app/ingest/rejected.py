@@ -174,13 +174,7 @@ class RejectedRecorder(Background):
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+        while await self._until(lambda: bool(self._queue)):
             rows = [self._queue[i] for i in range(min(FLUSH_ROWS, len(self._queue)))]
             try:
                 await self._flush(rows)

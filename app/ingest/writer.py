@@ -94,13 +94,7 @@ class Writer(Background):
         return future
 
     async def _run(self) -> None:
-        while True:
-            if not self._queue:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+        while await self._until(lambda: bool(self._queue)):
             group = self._take_group()
             try:
                 await self._commit_group(group)

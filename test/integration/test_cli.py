@@ -168,15 +168,6 @@ def test_a_missing_database_fails_at_once_without_waiting(postgres: TestPostgres
     assert time.monotonic() - started < 30, "a retry cannot create a database: no 60s wait"
 
 
-@pytest.fixture
-def standalone_postgres() -> Iterator[StandalonePostgres]:
-    pg = StandalonePostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
-
-
 def test_a_database_that_comes_up_during_the_wait_is_used(standalone_postgres: StandalonePostgres) -> None:
     standalone_postgres.stop()
     port = free_port()

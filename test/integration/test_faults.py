@@ -34,15 +34,6 @@ TS = 1_700_000_000_000
 
 
 @pytest.fixture
-def standalone_postgres() -> Iterator[StandalonePostgres]:
-    pg = StandalonePostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
-
-
-@pytest.fixture
 def proxied_postgres(standalone_postgres: StandalonePostgres) -> Iterator[tuple[StandalonePostgres, FaultProxy]]:
     proxy = FaultProxy("127.0.0.1", standalone_postgres.port)
     proxy.start()

@@ -6,11 +6,9 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Iterator
 
 import aiohttp
 import asyncpg
-import pytest
 
 from test.support.clients import SSEReader, Uploader, event, new_session, upload
 from test.support.postgres import StandalonePostgres
@@ -88,15 +86,6 @@ async def test_killed_listen_connection_loses_nothing(service: Service, sql: asy
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
     assert await _metric(service, "eventservice_listen_reconnects_total") >= 1
-
-
-@pytest.fixture
-def standalone_postgres() -> Iterator[StandalonePostgres]:
-    pg = StandalonePostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 async def _readyz(svc: Service) -> tuple[int, dict]:

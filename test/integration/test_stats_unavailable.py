@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import aiohttp
-import pytest
 
 from app.errors import unavailable_response
 from test.support.postgres import StandalonePostgres
@@ -19,15 +17,6 @@ PATHS = (
     "/stats/names?from=0&to=86400000",
     "/stats/funnel?from=0&to=86400000&step=a&step=b",
 )
-
-
-@pytest.fixture
-def standalone_postgres() -> Iterator[StandalonePostgres]:
-    pg = StandalonePostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 async def _get(svc: Service, path: str) -> tuple[int, dict[str, str], bytes]:

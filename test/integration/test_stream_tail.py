@@ -7,7 +7,6 @@ WebSocket ingest path and plain SQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiohttp
 import asyncpg
@@ -138,15 +137,6 @@ async def test_tail_then_live_has_no_gap_or_duplicate_while_writers_commit(servi
         assert seen == sorted(set(seen)), "positions must strictly increase, without duplicates"
         # Exactly the committed rows from the first one shown on, none skipped.
         assert seen == [p for p in committed if seen[0] <= p <= seen[-1]]
-
-
-@pytest.fixture
-def standalone_postgres() -> Iterator[StandalonePostgres]:
-    pg = StandalonePostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 async def test_tail_while_the_database_is_down_ends_the_stream_for_a_retry(
