@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_or_exit(sys.argv[1:] if argv is None else argv)
     refusal = check_exposure(settings)
     if refusal:
-        print(refusal, file=sys.stderr)
+        print(f"python -m app: {refusal}", file=sys.stderr)
         return 2
     config = uvicorn.Config(
         "app.web:create_app",

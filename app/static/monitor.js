@@ -197,8 +197,14 @@
 
   /* -------------------------------------------------------------- token */
 
+  // The empty feed says why it is empty: nothing stored, or nothing readable yet.
+  const EMPTY_NO_TOKEN = 'A read token is needed to show what is stored: enter one above.';
+  let emptyStored = null;
+
   function showTokenPanel(message) {
     setConn('auth', 'The server requires a read token');
+    if (emptyStored === null) emptyStored = Array.from($('feed-empty').childNodes, (n) => n.cloneNode(true));
+    $('feed-empty').textContent = EMPTY_NO_TOKEN;
     $('token-panel').hidden = false;
     const err = $('token-error');
     err.textContent = message || '';
@@ -220,6 +226,7 @@
     const ok = await loadSessions(true);
     if (ok === 'auth') return;
     $('token-panel').hidden = true;
+    if (emptyStored !== null) $('feed-empty').replaceChildren(...emptyStored);
     openStream(false);
   }
 

@@ -410,6 +410,8 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
         panel = page.get_by_test_id("token-panel")
         await expect(panel).to_be_visible()
         await monitor.expect_state("auth")
+        # The empty feed says a token is missing, not that nothing is stored.
+        await expect(page.get_by_test_id("feed-empty")).to_contain_text("read token is needed")
 
         await page.get_by_test_id("token-input").fill("ingest-secret")  # the wrong kind
         await page.get_by_test_id("token-save").click()
@@ -420,6 +422,7 @@ async def test_read_token_is_asked_for_kept_and_sent(browser: Browser, start_ser
         await page.get_by_test_id("token-save").click()
         await monitor.expect_state("live")
         await expect(panel).to_be_hidden()
+        await expect(page.get_by_test_id("feed-empty")).to_contain_text("Nothing stored yet")
         assert await page.evaluate("localStorage.getItem('eventservice.readToken')") == "read-secret"
 
         sid = str(uuid.uuid4())

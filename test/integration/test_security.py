@@ -490,6 +490,8 @@ def test_non_loopback_bind_without_tokens_refuses_to_start() -> None:
     assert result.returncode != 0
     assert "Refusing to bind 0.0.0.0" in result.stderr
     assert "--insecure" in result.stderr
+    # One line, prefixed like every other start-up failure.
+    assert result.stderr.startswith("python -m app: Refusing") and result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.parametrize(
