@@ -23,9 +23,9 @@ from urllib.parse import urlencode
 import aiohttp
 import asyncpg
 
-from app import db as app_db
-from app import queries
-from app import stats as st
+from app.reads import stats as st
+from app.store import db as app_db
+from app.store import queries
 
 from .report import Row, emit
 from .service import Database, mib, service
