@@ -1,17 +1,31 @@
-"""``python -m bench lookup``: GET /session/<id> of a 1,000-event session, requests/s and p50/p99."""
+"""``python -m bench lookup``: GET /session/<id> of a 1,000-event session, requests/s and p50/p99.
+
+``--cold``: many distinct sessions, ingested interleaved as real traffic is (so one
+session's rows are spread over the table, not clustered), looked up in random order
+with the tree cache off, so every request reads and encodes its tree.
+``--compare REV`` runs REV's code too, on the same data, its windows interleaved with
+the working tree's, so both sides see the same machine.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import random
+import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 
 from .report import Row, disturbed, emit
-from .service import Database, Meter, mib, service
+from .service import REPO_ROOT, Database, Meter, Service, mib, service
 from .stats import Recorder
 from .wsload import BASE_TS, session_ids, upload
 
@@ -20,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=16, help="concurrent HTTP clients (default 16)")
     p.add_argument("--events", type=int, default=1000, help="EVENTs in the session looked up (default 1000)")
     p.add_argument("--max-requests", type=int, default=10_000_000, help="bound on requests per client")
+    p.add_argument("--cold", action="store_true", help="distinct sessions in random order, tree cache off")
+    p.add_argument("--sessions", type=int, default=2000, help="sessions created for --cold (default 2000)")
+    p.add_argument("--rounds", type=int, default=1, help="measured windows per side for --cold (default 1)")
+    p.add_argument("--compare", metavar="REV", default=None, help="--cold: also run git REV's app, windows interleaved")
 
 
 def session_events(count: int) -> list[dict[str, Any]]:
@@ -33,6 +51,9 @@ def session_events(count: int) -> list[dict[str, Any]]:
 
 
 async def main(args: argparse.Namespace, db: Database) -> None:
+    if args.cold:
+        await cold_main(args, db)
+        return
     rows: list[Row] = []
     notes: list[str] = []
     async with service(db, workers=args.workers, extra_args=args.server_arg) as svc:
@@ -93,3 +114,155 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         )
     notes.append("Latency: request sent to body fully read, keep-alive connections, one per client.")
     emit(f"lookup ({args.duration:g} s measured after {args.warmup:g} s warm-up)", rows, notes)
+
+
+# --------------------------------------------------------------------------- --cold
+
+
+def _cold_event(sid: str, i: int, count: int) -> dict[str, Any]:
+    """Event ``i`` of a session shaped like session_events(count), with its session_id (relay mode)."""
+    if i == 0:
+        ev: dict[str, Any] = {"type": "SESSION_START", "timestamp": BASE_TS}
+    elif i == count + 1:
+        ev = {"type": "SESSION_END", "timestamp": BASE_TS + count}
+    else:
+        k = i - 1
+        ev = {"type": "EVENT", "timestamp": BASE_TS + k, "name": f"page{k % 25}", "data": {"i": k, "path": f"/p/{k}"}}
+    ev["session_id"] = sid
+    return ev
+
+
+async def ingest_interleaved(ws_base: str, sids: list[str], count: int, batch: int = 1000, conns: int = 8) -> int:
+    """Event i of every session before event i+1 of any: each batch mixes ``batch`` sessions."""
+    total = len(sids) * (count + 2)
+    starts = iter(range(0, total, batch))
+    accepted = 0
+
+    async def conn(http: aiohttp.ClientSession) -> None:
+        nonlocal accepted
+        async with http.ws_connect(f"{ws_base}/ws", max_msg_size=4 * 2**20) as ws:
+            for start in starts:
+                end = min(total, start + batch)
+                events = [_cold_event(sids[g % len(sids)], g // len(sids), count) for g in range(start, end)]
+                await ws.send_str(orjson.dumps(events).decode())
+                ack = orjson.loads((await ws.receive(timeout=120)).data)
+                if ack.get("type") != "ACK":
+                    raise RuntimeError(f"upload refused: {str(ack)[:300]}")
+                accepted += int(ack.get("accepted", 0))
+
+    async with aiohttp.ClientSession() as http:
+        await asyncio.gather(*(conn(http) for _ in range(conns)))
+    return accepted
+
+
+@contextlib.contextmanager
+def exported(rev: str) -> Iterator[Path]:
+    """REV's files (git archive) in a temporary directory, to run its app side by side."""
+    with tempfile.TemporaryDirectory(prefix="bench-rev-") as tmp:
+        archive = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", rev], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        yield Path(tmp)
+
+
+async def _window(args: argparse.Namespace, db: Database, svc: Service, label: str, sids: list[str], seed: int) -> Row:
+    """One measured window of 16 (--clients) clients, each taking the next session of a shuffled order."""
+    rng = random.Random(seed)
+    order = sids[:]
+    rng.shuffle(order)
+    taken = 0
+    rec = Recorder()
+    counts = {"ok": 0, "bad": 0}
+    t0 = time.monotonic()
+    win = (t0 + args.warmup, t0 + args.warmup + args.duration)
+    meter = Meter(svc.tree, db.tree)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+        async def client() -> None:
+            nonlocal taken
+            for _ in range(args.max_requests):
+                start = time.monotonic()
+                if start >= win[1]:
+                    return
+                if taken == len(order):
+                    rng.shuffle(order)
+                    taken = 0
+                sid = order[taken]
+                taken += 1
+                async with http.get(f"{svc.http}/session/{sid}") as r:
+                    await r.read()
+                    status = r.status
+                end = time.monotonic()
+                if win[0] <= end < win[1]:
+                    counts["ok" if status == 200 else "bad"] += 1
+                    rec.add(end - start)
+
+        await asyncio.gather(meter.span(*win), *(client() for _ in range(args.clients)))
+    m = meter.result
+    p50, p99 = rec.p50_p99_ms()
+    ok = counts["ok"]
+    return {
+        "code": label,
+        "clients": args.clients,
+        "requests/s": ok / args.duration,
+        "p50 ms": p50,
+        "p99 ms": p99,
+        "server µs/req": m["server"] / ok * 1e6 if m.get("server") and ok else None,
+        "PG µs/req": m["db"] / ok * 1e6 if m.get("db") and ok else None,
+        "client CPU s": m.get("client"),
+        "other CPU s": m.get("other"),
+        "disturbed": disturbed(m),
+        "errors": counts["bad"],
+    }
+
+
+async def _check_same(sides: list[tuple[str, Service]], sids: list[str], events: int, notes: list[str]) -> None:
+    """Every side answers the same bytes, and the whole tree."""
+    async with aiohttp.ClientSession() as http:
+        for sid in sids:
+            bodies = []
+            for _, svc in sides:
+                async with http.get(f"{svc.http}/session/{sid}") as r:
+                    bodies.append((r.status, await r.read()))
+            if bodies[0][0] != 200 or len(orjson.loads(bodies[0][1])["children"]) != events:
+                raise RuntimeError(f"session {sid}: {bodies[0][0]} {bodies[0][1][:200]!r}")
+            if any(b != bodies[0] for b in bodies[1:]):
+                raise RuntimeError(f"session {sid}: the sides answered different bodies")
+    notes.append(f"The {len(sides)} side(s) answered byte-identical, complete trees for the {len(sids)} sessions checked.")
+
+
+async def cold_main(args: argparse.Namespace, db: Database) -> None:
+    rows: list[Row] = []
+    notes: list[str] = []
+    server_args = [*args.server_arg, "--tree-cache-bytes", "0"]
+    sids = session_ids(args.sessions, seed=5)
+    with contextlib.ExitStack() as stack:
+        old_dir = stack.enter_context(exported(args.compare)) if args.compare else None
+        async with service(db, workers=args.workers, extra_args=server_args) as new:
+            t0 = time.monotonic()
+            accepted = await ingest_interleaved(new.ws, sids, args.events)
+            notes.append(
+                f"{args.sessions:,} sessions × {args.events:,} EVENTs ingested interleaved ({accepted:,} events in "
+                f"{time.monotonic() - t0:.0f} s), then VACUUM ANALYZE (what autovacuum would do)."
+            )
+            conn = await asyncpg.connect(db.url)
+            try:
+                await conn.execute("VACUUM (ANALYZE) events, sessions")
+            finally:
+                await conn.close()
+            sides: list[tuple[str, Service]] = [("working tree", new)]
+            async with contextlib.AsyncExitStack() as astack:
+                if old_dir is not None:
+                    old = await astack.enter_async_context(
+                        service(db, workers=args.workers, extra_args=server_args, app_dir=old_dir)
+                    )
+                    sides.append((args.compare, old))
+                await _check_same(sides, sids[:50], args.events, notes)
+                for r in range(args.rounds):
+                    for label, svc in sides if r % 2 == 0 else sides[::-1]:
+                        rows.append(await _window(args, db, svc, label, sids, seed=r))
+    notes.append(
+        "Latency: request sent to body fully read, keep-alive connections, one per client. The servers run with "
+        "--tree-cache-bytes 0, so every request reads and encodes its session."
+    )
+    emit(f"lookup --cold ({args.duration:g} s measured after {args.warmup:g} s warm-up per window)", rows, notes)

@@ -264,9 +264,16 @@ async def _stop(proc: asyncio.subprocess.Process, grace: float) -> None:
 
 @contextlib.asynccontextmanager
 async def service(
-    db: Database, *, workers: int = 1, extra_args: list[str] | None = None, startup_timeout: float = 90.0
+    db: Database,
+    *,
+    workers: int = 1,
+    extra_args: list[str] | None = None,
+    startup_timeout: float = 90.0,
+    app_dir: Path | None = None,
 ) -> AsyncIterator[Service]:
-    """``python -m app`` on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit."""
+    """``python -m app`` on a free loopback port; stopped (SIGTERM, then SIGKILL) on exit.
+
+    ``app_dir``: another checkout's code (e.g. the previous commit, for A/B runs in one session)."""
     port = free_port()
     log_fd, log_name = tempfile.mkstemp(prefix="bench-app-", suffix=".log")
     cmd = [
@@ -287,7 +294,7 @@ async def service(
     env.setdefault("LOG_LEVEL", "warning")
     env.pop("DATABASE_URL", None)  # the flag is the one source of truth here
     proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=REPO_ROOT, env=env, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True
+        *cmd, cwd=app_dir or REPO_ROOT, env=env, stdout=log_fd, stderr=subprocess.STDOUT, start_new_session=True
     )
     os.close(log_fd)
     svc = Service(port=port, proc=proc, log_path=Path(log_name), tree=ProcTree(proc.pid))

@@ -19,7 +19,7 @@ from app.params import bounded_int
 from app.reads.tree_cache import TreeCache
 from app.services import Services
 from app.store import store
-from app.store.store import TreeRecord
+from app.store.store import TreeRecord, WholeTree
 
 PAGE_ROWS = 2_000
 MAX_LIMIT = 10_000
@@ -45,7 +45,7 @@ def _child(ts: int, name: str, data: str | None) -> bytes:
     return b'{"type":"EVENT","timestamp":%d,"name":%s,"data":%s}' % (ts, _name_json(name), data.encode())
 
 
-def _head(session_id: str, row: TreeRecord) -> bytes:
+def _head(session_id: str, row: TreeRecord | WholeTree) -> bytes:
     start, end = row.start_ms, row.end_ms
     return b'{"type":"SESSION","session_id":"%s","start":%s,"end":%s,"children":[' % (
         session_id.encode(),
@@ -62,6 +62,11 @@ def _children(rows: Sequence[TreeRecord]) -> list[bytes]:
 async def _page(pool: asyncpg.Pool, session_id: str, after: tuple[int, int], limit: int) -> list[TreeRecord]:
     async with store.connection(pool) as conn:
         return await store.session_page(conn, session_id, after, limit)
+
+
+async def _whole(pool: asyncpg.Pool, session_id: str) -> WholeTree | None:
+    async with store.connection(pool) as conn:
+        return await store.session_tree(conn, session_id, PAGE_ROWS)
 
 
 async def _cached(pool: asyncpg.Pool, trees: TreeCache, session_id: str) -> bytes | None:
@@ -111,9 +116,18 @@ async def session_tree(request: Request) -> Response:
         if cached is not None:
             return Response(cached, media_type="application/json")
     # A DatabaseUnavailable from here on is the app's 503 (app/errors.py).
+    if query.limit is None and query.after == _START:
+        # The typical session: one round trip, encoded by PostgreSQL, no row decoded here.
+        whole = await _whole(services.pool, session_id)
+        if whole is None:
+            return _not_found(session_id)
+        if whole.children is not None:
+            body = _head(session_id, whole) + whole.children + b"]}"
+            services.trees.put(session_id, whole.version, body)
+            return Response(body, media_type="application/json")
     rows = await _page(services.pool, session_id, query.after, (query.limit + 1) if query.limit is not None else PAGE_ROWS)
     if not rows:
-        return error_response(404, ErrorCode.NOT_FOUND, f"No session {session_id} has been recorded.")
+        return _not_found(session_id)
     if query.limit is not None:
         return _limited(session_id, rows, query.limit)
     if len(rows) < PAGE_ROWS:
@@ -121,6 +135,10 @@ async def session_tree(request: Request) -> Response:
         services.trees.put(session_id, rows[0].version, body)
         return Response(body, media_type="application/json")
     return StreamingResponse(_stream(services.pool, session_id, rows), media_type="application/json")
+
+
+def _not_found(session_id: str) -> Response:
+    return error_response(404, ErrorCode.NOT_FOUND, f"No session {session_id} has been recorded.")
 
 
 def _limited(session_id: str, rows: list[TreeRecord], limit: int) -> Response:

@@ -107,6 +107,31 @@ SELECT s.start_ms, s.end_ms, s.event_count, e.position, e.ts, n.name, e.data
  LIMIT $4
 """
 
+# A whole tree of fewer than $2 EVENTs in one round trip, its children already
+# encoded by PostgreSQL as the JSON the page reads would give byte for byte
+# (to_json escapes a text as orjson does; data is spliced as stored), so no row
+# reaches Python. The LATERAL keeps to_json inside the name lookup, which the
+# planner memoizes: once per distinct name, not per EVENT (~0.4 ms of 1,000).
+# event_count comes from the same snapshot as the events; at or above $2,
+# children is NULL and the caller streams the pages instead.
+SESSION_TREE_WHOLE = """
+SELECT s.start_ms, s.end_ms, s.event_count,
+       CASE WHEN s.event_count < $2 THEN
+         convert_to(coalesce(
+           (SELECT string_agg(
+                     '{"type":"EVENT","timestamp":' || e.ts || ',"name":' || coalesce(n.json, 'null')
+                     || CASE WHEN e.data IS NULL THEN '}' ELSE ',"data":' || e.data::text || '}' END,
+                     ',' ORDER BY e.ts, e.position)
+              FROM events e
+              LEFT JOIN LATERAL (SELECT to_json(n.name)::text AS json FROM event_names n WHERE n.id = e.name_id OFFSET 0) n
+                ON true
+             WHERE e.session_id = s.id AND e.type = 'EVENT'),
+           ''), 'UTF8')
+       END AS children
+  FROM sessions s
+ WHERE s.id = $1
+"""
+
 # What a cached tree is checked against (app/reads/tree_cache.py).
 SESSION_VERSION = "SELECT start_ms, end_ms, event_count FROM sessions WHERE id = $1"
 

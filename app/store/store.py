@@ -277,6 +277,25 @@ async def session_page(conn: asyncpg.Connection, session_id: str, after: tuple[i
     return await conn.fetch(queries.SESSION_TREE_PAGE, session_id, after[0], after[1], limit, record_class=TreeRecord)
 
 
+class WholeTree(NamedTuple):
+    start_ms: int | None
+    end_ms: int | None
+    event_count: int
+    children: bytes | None  # the encoded EVENTs, comma-separated; None: too many, page them
+
+    @property
+    def version(self) -> tuple[int | None, int | None, int]:
+        return (self.start_ms, self.end_ms, self.event_count)
+
+
+@_translated
+async def session_tree(conn: asyncpg.Connection, session_id: str, below: int) -> WholeTree | None:
+    """A session's figures and, when it holds fewer than `below` EVENTs, all of them
+    encoded; None for an unknown session."""
+    row = await conn.fetchrow(queries.SESSION_TREE_WHOLE, session_id, below)
+    return None if row is None else WholeTree(*row)
+
+
 @_translated
 async def session_version(conn: asyncpg.Connection, session_id: str) -> SessionVersion | None:
     row = await conn.fetchrow(queries.SESSION_VERSION, session_id)
