@@ -111,12 +111,13 @@ async def session_tree(request: Request) -> Response:
     if isinstance(query, Response):
         return query
     services: Services = request.app.state.services
-    if query.limit is None:
+    whole_tree = query.limit is None and query.after == _START  # the only answer the cache holds
+    if whole_tree:
         cached = await _cached(services.pool, services.trees, session_id)
         if cached is not None:
             return Response(cached, media_type="application/json")
     # A DatabaseUnavailable from here on is the app's 503 (app/errors.py).
-    if query.limit is None and query.after == _START:
+    if whole_tree:
         # The typical session: one round trip, encoded by PostgreSQL, no row decoded here.
         whole = await _whole(services.pool, session_id)
         if whole is None:
@@ -132,7 +133,8 @@ async def session_tree(request: Request) -> Response:
         return _limited(session_id, rows, query.limit)
     if len(rows) < PAGE_ROWS:
         body = _head(session_id, rows[0]) + b",".join(_children(rows)) + b"]}"
-        services.trees.put(session_id, rows[0].version, body)
+        if whole_tree:
+            services.trees.put(session_id, rows[0].version, body)
         return Response(body, media_type="application/json")
     return StreamingResponse(_stream(services.pool, session_id, rows), media_type="application/json")
 

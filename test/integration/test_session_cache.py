@@ -35,3 +35,23 @@ async def test_new_events_start_and_end_show_up_after_a_cached_read(service: Ser
         "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', 50, event_name_id('sql'))", session
     )
     assert [c["name"] for c in (await _tree(service, session))["children"]] == ["b", "a", "sql"]
+
+
+async def _get(svc: Service, path: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}{path}") as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_a_page_after_a_cursor_is_never_cached_as_the_whole_tree(service: Service) -> None:
+    session = new_session()
+    await upload(service.ws_url, session, [event(name, ts) for ts, name in enumerate("abcd", 1)], query="timestampUnit=ms")
+    first = await _get(service, f"/session/{session}?limit=2")
+    assert [c["name"] for c in first["children"]] == ["a", "b"] and first["next"]
+
+    rest = await _get(service, f"/session/{session}?after={first['next']}")  # after, no limit: the rest
+    assert [c["name"] for c in rest["children"]] == ["c", "d"]
+    # The whole tree, then the rest again: neither answer stands in for the other.
+    assert [c["name"] for c in (await _tree(service, session))["children"]] == ["a", "b", "c", "d"]
+    rest = await _get(service, f"/session/{session}?after={first['next']}")
+    assert [c["name"] for c in rest["children"]] == ["c", "d"]
