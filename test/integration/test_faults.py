@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 
 from app.store import db
-from test.support.clients import SSEReader, Uploader, event, new_session, upload
+from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
 from test.support.invariants import Follower, Ledger, check, upload_until
 from test.support.postgres import StandalonePostgres
 from test.support.proxy import FaultProxy
@@ -45,17 +45,6 @@ def proxied_postgres(standalone_postgres: StandalonePostgres) -> Iterator[tuple[
 
 async def _head(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT coalesce(max(position), (SELECT base - 1 FROM stream_meta)) FROM events")
-
-
-async def _metric(svc: Service, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/metrics") as response:
-        text = await response.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
-async def _readyz(svc: Service) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/readyz") as response:
-        return response.status, await response.json()
 
 
 async def _until(predicate, timeout: float, what: str, every: float = 0.05):  # type: ignore[no-untyped-def]
@@ -143,7 +132,7 @@ async def test_replay_while_postgres_is_down_ends_without_reset_then_resumes_exa
 
 async def _ready(svc: Service) -> bool:
     try:
-        return (await _readyz(svc))[0] == 200
+        return (await readyz(svc.url))[0] == 200
     except aiohttp.ClientError:
         return False
 
@@ -399,20 +388,20 @@ async def test_insert_lock_holder_is_named_and_waiting_batches_answered_unavaila
         _, body = await _until(lambda: _ready_body_if(svc, 503), 10, "/readyz naming the lock holder")
         assert body["lock_holder"]["pid"] == pid and body["lock_holder"]["application_name"] == "forgotten-psql"
         assert str(pid) in body["reason"] and body["lock_holder"]["since"]
-        assert await _metric(svc, "eventservice_insert_lock_held_seconds") >= 1
+        assert await metric(svc.url, "eventservice_insert_lock_held_seconds") >= 1
         lines = [line for line in svc.logs().splitlines() if "insert lock held by backend" in line]
         assert len(lines) == 1 and f"pid={pid}" in lines[0] and "forgotten-psql" in lines[0], lines
         await holder.execute("ROLLBACK")
         await _until(lambda: _ready(svc), 10, "/readyz 200 once the lock is released")
         answer = (await upload(svc.ws_url, session, [event("flowing", TS)]))[0]
         assert answer["type"] == "ACK", answer
-        assert await _metric(svc, "eventservice_insert_lock_held_seconds") == 0
+        assert await metric(svc.url, "eventservice_insert_lock_held_seconds") == 0
     finally:
         await holder.close()
 
 
 async def _ready_body_if(svc: Service, status: int) -> tuple[int, dict] | None:
-    got = await _readyz(svc)
+    got = await readyz(svc.url)
     return got if got[0] == status else None
 
 

@@ -4,46 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 
 import aiohttp
 import asyncpg
 
-from test.support.clients import SSEReader, Uploader, event, new_session, upload
+from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
 from test.support.postgres import StandalonePostgres
+from test.support.raw import stalled_sse
 from test.support.service import Service
 
 TS = 1_700_000_000_000
 
 
-async def _metric(svc: Service, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/metrics") as response:
-        text = await response.text()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
-def _stalled_stream(port: int) -> socket.socket:
-    """An SSE client with a tiny receive buffer that never reads a byte."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /database_events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-    return sock
-
-
 async def test_a_client_that_never_reads_is_dropped_without_slowing_others(start_service) -> None:
     svc = await start_service(env={"SSE_CLIENT_BUFFER": "300", "SSE_SEND_TIMEOUT_SECONDS": "2"})
-    stalled = _stalled_stream(svc.port)
+    stalled = stalled_sse(svc.port)
     try:
         async with await SSEReader.open(svc.url) as fast:
             # Wait until the stalled client is registered, so it really is in the fan-out.
             deadline = time.monotonic() + 10
-            while await _metric(svc, "eventservice_sse_clients") < 2:
+            while await metric(svc.url, "eventservice_sse_clients") < 2:
                 assert time.monotonic() < deadline, "stalled client never connected"
                 await asyncio.sleep(0.05)
             big = {"pad": "x" * 15_000}
@@ -58,7 +39,7 @@ async def test_a_client_that_never_reads_is_dropped_without_slowing_others(start
             assert [m.json["timestamp"] for m in received] == [TS + i for i in range(40) for _ in range(10)]
             assert elapsed < 30
             deadline = time.monotonic() + 15
-            while await _metric(svc, "eventservice_sse_clients_dropped_total") < 1:
+            while await metric(svc.url, "eventservice_sse_clients_dropped_total") < 1:
                 assert time.monotonic() < deadline, "the stalled client was never dropped"
                 await asyncio.sleep(0.1)
             # The fast client is still live after the slow one was dropped.
@@ -85,19 +66,14 @@ async def test_killed_listen_connection_loses_nothing(service: Service, sql: asy
         while not await sql.fetchval("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'eventservice-hub'"):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-    assert await _metric(service, "eventservice_listen_reconnects_total") >= 1
-
-
-async def _readyz(svc: Service) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/readyz") as response:
-        return response.status, await response.json()
+    assert await metric(service.url, "eventservice_listen_reconnects_total") >= 1
 
 
 async def test_readyz_follows_the_database_and_ingest_says_unavailable(
     start_service, standalone_postgres: StandalonePostgres
 ) -> None:
     svc = await start_service(database_url=standalone_postgres.url)
-    assert (await _readyz(svc))[0] == 200
+    assert (await readyz(svc.url))[0] == 200
     session = new_session()
     async with await SSEReader.open(svc.url, f"?session_id={session}") as stream:
         await upload(svc.ws_url, session, [event("up", TS)])
@@ -105,7 +81,7 @@ async def test_readyz_follows_the_database_and_ingest_says_unavailable(
 
         await asyncio.to_thread(standalone_postgres.stop)
         deadline = time.monotonic() + 15
-        while (status := await _readyz(svc))[0] != 503:
+        while (status := await readyz(svc.url))[0] != 503:
             assert time.monotonic() < deadline, status
             await asyncio.sleep(0.1)
         assert status[1]["status"] == "unavailable" and status[1]["reason"]
@@ -116,7 +92,7 @@ async def test_readyz_follows_the_database_and_ingest_says_unavailable(
 
         await asyncio.to_thread(standalone_postgres.start)
         deadline = time.monotonic() + 20
-        while (await _readyz(svc))[0] != 200:
+        while (await readyz(svc.url))[0] != 200:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
         # The pool may hand out a connection that died with the old server once.

@@ -12,26 +12,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import socket
 import time
 
 import aiohttp
 
-from test.support.clients import SSEReader, Uploader, event, new_session
+from test.support.clients import SSEReader, Uploader, event, metric, new_session
+from test.support.raw import stalled_sse
 from test.support.service import Service
 
 TS = 1_700_000_000_000
 
 
-async def _metric(svc: Service, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/metrics") as response:
-        text = await response.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 async def _until_metric(svc: Service, name: str, want: float, deadline_s: float = 20) -> None:
     deadline = time.monotonic() + deadline_s
-    while (value := await _metric(svc, name)) != want:
+    while (value := await metric(svc.url, name)) != want:
         assert time.monotonic() < deadline, f"{name} stayed {value}, expected {want}"
         await asyncio.sleep(0.05)
 
@@ -56,19 +50,10 @@ async def test_pings_arrive_at_the_configured_interval(start_service) -> None:
     assert sum(gaps) / len(gaps) < interval * 5, gaps
 
 
-def _stalled_stream(port: int) -> socket.socket:
-    """An SSE client with a tiny receive buffer that never reads a byte."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(b"GET /database_events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-    return sock
-
-
 async def test_a_stalled_client_is_dropped_after_the_send_timeout_and_counted(start_service) -> None:
     # A buffer far larger than what is sent: the drop must come from the send timeout.
     svc = await start_service(env={"SSE_SEND_TIMEOUT_SECONDS": "1", "SSE_CLIENT_BUFFER": "100000"})
-    stalled = _stalled_stream(svc.port)
+    stalled = stalled_sse(svc.port)
     try:
         await _until_metric(svc, "eventservice_sse_clients ", 1)
         big = {"pad": "x" * 15_000}
@@ -77,7 +62,7 @@ async def test_a_stalled_client_is_dropped_after_the_send_timeout_and_counted(st
                 assert (await up.send([event("big", TS + i, data=big) for _ in range(10)]))["type"] == "ACK"
         await _until_metric(svc, 'eventservice_sse_clients_dropped_total{reason="send_timeout"}', 1, deadline_s=30)
         await _until_metric(svc, "eventservice_sse_clients ", 0)
-        assert await _metric(svc, 'eventservice_sse_clients_dropped_total{reason="slow_client"}') == 0
+        assert await metric(svc.url, 'eventservice_sse_clients_dropped_total{reason="slow_client"}') == 0
         # The socket was closed by the server: reading ends in EOF, not a hang.
         stalled.settimeout(30)
         while stalled.recv(65536):

@@ -170,3 +170,15 @@ class SSEReader:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def metric(base_url: str, name: str) -> float:
+    """The sum of every /metrics sample whose line starts with name (all label sets)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics") as response:
+        text = await response.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+async def readyz(base_url: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/readyz") as response:
+        return response.status, await response.json()

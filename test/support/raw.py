@@ -10,7 +10,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import socket
 import struct
+
+
+def stalled_sse(port: int) -> socket.socket:
+    """An SSE client with a tiny receive buffer that never reads a byte."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /database_events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+    return sock
 
 
 async def open_tcp(port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
