@@ -100,8 +100,7 @@ class Writer(Background):
                 await self._commit_group(group)
             except Exception:
                 log.exception("writer group failed")
-                for pending in group:
-                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The write failed; retry later."))
+                _settle_all(group, _WRITE_FAILED)
 
     def _take_group(self) -> list[_Pending]:
         group = [self._queue.popleft()]
@@ -125,8 +124,7 @@ class Writer(Background):
                     unknown.xid,
                     status or "not resolved",
                 )
-                for pending in group:
-                    _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
+                _settle_all(group, _UNAVAILABLE)
                 return
             log.warning("connection lost during COMMIT of %d batches; transaction %s committed: ACKed", len(group), unknown.xid)
             outcomes = unknown.outcomes
@@ -143,8 +141,7 @@ class Writer(Background):
             # Not the batches' fault (database gone, lock timeout, cancelled,
             # client-side error): nothing was committed, a resend is safe.
             log.warning("database unavailable for %d batches: %s", len(group), exc)
-            for pending in group:
-                _settle(pending, Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later."))
+            _settle_all(group, _UNAVAILABLE)
             return
         now = time.perf_counter()
         for pending, outcome in zip(group, outcomes, strict=True):
@@ -274,6 +271,16 @@ def _timed_out(exc: BaseException) -> bool:
     if isinstance(cause, DatabaseUnavailable):
         cause = cause.__cause__
     return isinstance(cause, TimeoutError)
+
+
+# Outcomes are frozen, so the "nothing was stored, resend later" answers are shared.
+_UNAVAILABLE = Outcome(error=ErrorCode.UNAVAILABLE, message="The database is unavailable; retry later.")
+_WRITE_FAILED = Outcome(error=ErrorCode.UNAVAILABLE, message="The write failed; retry later.")
+
+
+def _settle_all(group: list[_Pending], outcome: Outcome) -> None:
+    for pending in group:
+        _settle(pending, outcome)
 
 
 def _settle(pending: _Pending, outcome: Outcome) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Concatenate, Final, ParamSpec, TypeVar
 
@@ -36,7 +36,7 @@ from app.params import bounded_int
 from app.services import Services
 from app.store import store
 from app.store.db import DatabaseUnavailable
-from app.store.store import StreamFilter
+from app.store.store import StreamFilter, StreamRecord
 from app.stream import sse_format
 from app.stream.hub import Filters, Hub, Subscriber, item_from_row
 from app.stream.response import StreamResponse
@@ -231,9 +231,7 @@ async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: 
         deadline = time.monotonic() + REPLAY_RETRY_SECONDS
         if not rows:
             break
-        metrics.REPLAY_ROWS.inc(len(rows))
-        metrics.SSE_MESSAGES.inc(len(rows))
-        yield b"".join(item_from_row(row).payload for row in rows)
+        yield _from_database(rows)
         after = rows[-1].position
         if len(rows) < REPLAY_PAGE:
             break
@@ -291,9 +289,14 @@ async def _tail(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, count: int
             rows = await store.stream_tail(conn, upper, _only(subscriber.filters), count)
     except DatabaseUnavailable:
         return None
+    return _from_database(rows), upper
+
+
+def _from_database(rows: Sequence[StreamRecord]) -> bytes:
+    """Rows a client reads from the database (a replay page, a tail), counted and framed in one write."""
     metrics.REPLAY_ROWS.inc(len(rows))
     metrics.SSE_MESSAGES.inc(len(rows))
-    return b"".join(item_from_row(row).payload for row in rows), upper
+    return b"".join(item_from_row(row).payload for row in rows)
 
 
 async def _live(hub: Hub, subscriber: Subscriber, floor: int) -> AsyncIterator[bytes]:
