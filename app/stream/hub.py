@@ -128,7 +128,7 @@ class Subscriber:
         self.buffer: list[Item] = []
         self.wake = Wake()
         self.overflowed = False
-        self.reset_reason = "slow_client"  # what the reset says when overflowed is set
+        self.reset_reason = "slow_client"  # what the reset says once end() set overflowed
         self.start_position = start_position
 
     def offer(self, items: list[Item]) -> int:
@@ -141,13 +141,18 @@ class Subscriber:
             match = self.filters.matches
             buffer += [item for item in items if match(item)]
         if len(buffer) > self.limit:
-            self.overflowed = True
-            self.buffer = []
-            self.wake.set()
+            self.end("slow_client")
             return -1
         if buffer:
             self.wake.set()
         return len(buffer) - before
+
+    def end(self, reason: str) -> None:
+        """The stream gets a reset saying why and ends; what was buffered is dropped (README, overflow)."""
+        self.reset_reason = reason
+        self.overflowed = True
+        self.buffer = []
+        self.wake.set()
 
     def drain(self) -> list[Item]:
         items, self.buffer = self.buffer, []
@@ -336,10 +341,7 @@ class Hub(Background):
         self.position = head
         self._notified_top = 0
         for sub in self._subscribers:
-            sub.reset_reason = "database_reset"
-            sub.overflowed = True
-            sub.buffer.clear()
-            sub.wake.set()
+            sub.end("database_reset")
             metrics.SSE_DROPPED.labels("database_reset").inc()
         self._subscribers.clear()
 
