@@ -16,7 +16,7 @@ import random
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +78,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             win = (t0 + args.warmup, t0 + args.warmup + args.duration)
             meter = Meter(svc.tree, db.tree)
 
-            async def client() -> None:
-                for _ in range(args.max_requests):
-                    start = time.monotonic()
-                    if start >= win[1]:
-                        return
-                    async with http.get(url) as r:
-                        await r.read()
-                        status = r.status
-                    end = time.monotonic()
-                    if win[0] <= end < win[1]:
-                        counts["ok" if status == 200 else "bad"] += 1
-                        rec.add(end - start)
-
-            await asyncio.gather(meter.span(*win), *(client() for _ in range(args.clients)))
+            await asyncio.gather(meter.span(*win), _drive(http, args, win, lambda: url, rec, counts))
         m = meter.result
         p50, p99 = rec.p50_p99_ms()
         rows.append(
@@ -114,6 +101,32 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         )
     notes.append("Latency: request sent to body fully read, keep-alive connections, one per client.")
     emit(f"lookup ({args.duration:g} s measured after {args.warmup:g} s warm-up)", rows, notes)
+
+
+async def _drive(
+    http: aiohttp.ClientSession,
+    args: argparse.Namespace,
+    win: tuple[float, float],
+    next_url: Callable[[], str],
+    rec: Recorder,
+    counts: dict[str, int],
+) -> None:
+    """--clients clients GET next_url() back to back until the window ends; what ends inside it counts."""
+
+    async def client() -> None:
+        for _ in range(args.max_requests):
+            start = time.monotonic()
+            if start >= win[1]:
+                return
+            async with http.get(next_url()) as r:
+                await r.read()
+                status = r.status
+            end = time.monotonic()
+            if win[0] <= end < win[1]:
+                counts["ok" if status == 200 else "bad"] += 1
+                rec.add(end - start)
+
+    await asyncio.gather(*(client() for _ in range(args.clients)))
 
 
 # --------------------------------------------------------------------------- --cold
@@ -178,26 +191,15 @@ async def _window(args: argparse.Namespace, db: Database, svc: Service, label: s
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
 
-        async def client() -> None:
+        def next_url() -> str:
             nonlocal taken
-            for _ in range(args.max_requests):
-                start = time.monotonic()
-                if start >= win[1]:
-                    return
-                if taken == len(order):
-                    rng.shuffle(order)
-                    taken = 0
-                sid = order[taken]
-                taken += 1
-                async with http.get(f"{svc.http}/session/{sid}") as r:
-                    await r.read()
-                    status = r.status
-                end = time.monotonic()
-                if win[0] <= end < win[1]:
-                    counts["ok" if status == 200 else "bad"] += 1
-                    rec.add(end - start)
+            if taken == len(order):
+                rng.shuffle(order)
+                taken = 0
+            taken += 1
+            return f"{svc.http}/session/{order[taken - 1]}"
 
-        await asyncio.gather(meter.span(*win), *(client() for _ in range(args.clients)))
+        await asyncio.gather(meter.span(*win), _drive(http, args, win, next_url, rec, counts))
     m = meter.result
     p50, p99 = rec.p50_p99_ms()
     ok = counts["ok"]
