@@ -275,6 +275,16 @@ def split_range(rng: Range, *, hours: bool = True) -> Split:
     return Split(whole_hours, (minute_head, minute_tail), (raw_head, raw_tail))
 
 
+def hour_split(rng: Range) -> tuple[int, int, int, int, int, int]:
+    """$1, $2, $4–$7 of queries.STATS_NAME_SESSIONS: the whole hours of the range, then
+    the partial hours before and after them (the whole range when no whole hour fits)."""
+    by_hour = _outer_inner(rng.start, rng.end, HOUR_MS)
+    if by_hour is None:
+        return (*EMPTY, rng.start, rng.end, *EMPTY)
+    head, whole, tail = by_hour
+    return (*whole, *head, *tail)
+
+
 def points(starts: Sequence[int], counts: Mapping[int, int]) -> list[list[int]]:
     """`[[t, n], …]` for every bucket, zeros included."""
     return [[t, counts.get(t, 0)] for t in starts]
@@ -295,14 +305,15 @@ def percentile(sorted_values: Sequence[int], percent: int) -> int | None:
 
 
 def _duration_bounds() -> tuple[int, ...]:
-    """Integer thresholds for width_bucket: every ms up to 100, then 2 % apart, to year 10000."""
+    """Integer thresholds for width_bucket: every ms up to 100, then 2 % apart, to year 10000,
+    and each histogram bound + 1 (a bucket then never straddles a histogram bin's edge)."""
     bounds = list(range(0, 101))
     while bounds[-1] < MAX_TIMESTAMP_MS:
         bounds.append(max(bounds[-1] + 1, -(-bounds[-1] * 102 // 100)))
-    return tuple(bounds)
+    return tuple(sorted({*bounds, *(b + 1 for b in HISTOGRAM_BOUNDS_MS)}))
 
 
-# Fine buckets for exact duration percentiles (see queries.stats_sessions_summary):
+# Fine buckets for exact duration percentiles (see queries.STATS_SESSION_GROUPS):
 # bucket b holds DURATION_BOUNDS[b-1] <= d < DURATION_BOUNDS[b]; bucket 0 the negatives.
 DURATION_BOUNDS = _duration_bounds()
 
@@ -360,6 +371,15 @@ def histogram(counts: Sequence[int]) -> list[dict[str, int | None]]:
     """`[{"le_ms": 1000, "sessions": n}, …, {"le_ms": null, "sessions": n}]`, not cumulative."""
     bounds: list[int | None] = [*HISTOGRAM_BOUNDS_MS, None]
     return [{"le_ms": bound, "sessions": int(count)} for bound, count in zip(bounds, counts, strict=True)]
+
+
+def histogram_from_buckets(bucket_counts: Mapping[int, int]) -> list[dict[str, int | None]]:
+    """The histogram of durations given as {fine duration bucket: how many}: each bucket
+    lies inside one bin (DURATION_BOUNDS holds every bin edge), so its lowest value says which."""
+    counts = [0] * (len(HISTOGRAM_BOUNDS_MS) + 1)
+    for bucket, count in bucket_counts.items():
+        counts[histogram_bin(duration_bucket_range(bucket)[0])] += count
+    return histogram(counts)
 
 
 # --- funnels ------------------------------------------------------------------------------

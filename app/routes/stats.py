@@ -9,7 +9,6 @@ one handler answers with a 503 (app/errors.py database_unavailable).
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -41,16 +40,18 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     totals = await store.stats_event_totals(conn, _bounds(rng))
-    sessions = await store.stats_session_groups(conn, rng.start, rng.end, st.HISTOGRAM_BOUNDS_MS, st.DURATION_BOUNDS)
-    groups = sessions.by_event_count
-    started = sum(g.started for g in groups)
-    ended = sum(g.ended for g in groups)
+    groups = await store.stats_session_groups(conn, rng.start, rng.end, st.DURATION_BOUNDS)
+    per_session: dict[int, int] = {}
+    by_duration_bucket: dict[int, int] = {}
+    for g in groups:
+        per_session[g.event_count] = per_session.get(g.event_count, 0) + g.sessions
+        if g.duration_bucket is not None:
+            by_duration_bucket[g.duration_bucket] = by_duration_bucket.get(g.duration_bucket, 0) + g.sessions
+    started = sum(per_session.values())
+    ended = sum(by_duration_bucket.values())
     duration_sum = sum(g.duration_sum for g in groups)
-    at_most = [sum(g.at_most[i] for g in groups) for i in range(len(st.HISTOGRAM_BOUNDS_MS))]
-    bins = [at_most[0], *(b - a for a, b in itertools.pairwise(at_most)), ended - at_most[-1]]
-    per_session = {g.event_count: g.started for g in groups}
     events_p = st.percentiles_from_counts(per_session, (50, 90))
-    durations_p = await _duration_percentiles(conn, rng, sessions.by_duration_bucket, ended, (50, 90, 99))
+    durations_p = await _duration_percentiles(conn, rng, by_duration_bucket, ended, (50, 90, 99))
     return {
         "from": rng.start,
         "to": rng.end,
@@ -68,7 +69,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
             "p90": events_p[90],
             "mean": st.mean(sum(k * n for k, n in per_session.items()), started),
         },
-        "duration_histogram": st.histogram(bins),
+        "duration_histogram": st.histogram_from_buckets(by_duration_bucket),
     }
 
 
@@ -133,7 +134,7 @@ async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Rang
     top = await store.stats_name_counts(conn, _bounds(rng), limit)
     sessions: dict[int, int] = {}
     if top:
-        sessions = await store.stats_name_sessions(conn, rng.start, rng.end, [r.name_id for r in top])
+        sessions = await store.stats_name_sessions(conn, st.hour_split(rng), [r.name_id for r in top])
     return {
         "from": rng.start,
         "to": rng.end,

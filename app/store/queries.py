@@ -276,43 +276,49 @@ SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
  HAVING sum(n) <> 0
 """
 
-# Distinct sessions of the EVENTs of some names in [$1, $2): an index-only scan of
-# the BRIN index events_ts_brin, then hashed.
+# Distinct sessions with an EVENT of each of some names ($3) in a range, split as in
+# app/reads/stats.py name_session_bounds: whole hours [$1, $2) and the partial hours
+# at its ends, [$4, $5) and [$6, $7). The whole hours come from stats_name_hours
+# (schema/005_stats_sessions.sql): each pair present there counts once, at its first
+# hour in the range, whose previous presence lies before $1. The edges are read
+# from events (BRIN index events_ts_brin, at most two hours of them), counting the
+# pairs not present in the whole hours (a primary-key probe each).
 STATS_NAME_SESSIONS = """
-SELECT name_id, count(*) AS sessions
-  FROM (SELECT DISTINCT name_id, session_id FROM events
-         WHERE type = 'EVENT' AND ts >= $1 AND ts < $2 AND name_id = ANY($3::int[])) AS d
+SELECT name_id, sum(n)::bigint AS sessions
+  FROM (SELECT name_id, sessions AS n FROM stats_name_hours
+         WHERE hour_ms >= $1 AND hour_ms < $2 AND prev_hour_ms < $1 AND name_id = ANY($3::int[])
+        UNION ALL
+        SELECT name_id, sessions FROM stats_name_hour_deltas
+         WHERE hour_ms >= $1 AND hour_ms < $2 AND prev_hour_ms < $1 AND name_id = ANY($3::int[])
+        UNION ALL
+        SELECT e.name_id, 1
+          FROM (SELECT DISTINCT name_id, session_id FROM events
+                 WHERE type = 'EVENT' AND name_id = ANY($3::int[])
+                   AND (ts >= $4 AND ts < $5 OR ts >= $6 AND ts < $7)) AS e
+         WHERE NOT EXISTS (SELECT 1 FROM stats_name_session_hours p
+                            WHERE p.session_id = e.session_id AND p.name_id = e.name_id
+                              AND p.hour_ms >= $1 AND p.hour_ms < $2)) AS x
  GROUP BY name_id
 """
 
 
-# The sessions started in [$1, $2), in one pass, grouped two ways (hashed, no sort):
-# - by their number of EVENTs (a few dozen groups): the sessions, those that
-#   ended, the sum of durations, and the cumulative histogram counts per upper
-#   bound ($3, ascending); app/routes/stats.py adds the groups up and reads the
-#   events-per-session percentiles off them exactly;
-# - the ended ones by fine duration bucket (width_bucket on the ~1,500 integer
-#   bounds $4, 2 % apart, so bucket order is value order): how many per bucket.
-# Exact duration percentiles then need only the values of the few buckets that
-# hold a wanted rank (STATS_DURATIONS_BETWEEN), not a sort of a million values.
-def _at_most(bounds: int) -> str:
-    return ",\n       ".join(
-        f"count(*) FILTER (WHERE end_ms - start_ms <= ($3::bigint[])[{i}]) AS at_most_{i}" for i in range(1, bounds + 1)
-    )
-
-
-def stats_sessions_summary(bounds: int) -> str:
-    return f"""
-SELECT GROUPING(event_count) = 1 AS by_duration, event_count, duration_bucket,
-       count(*) AS started,
-       count(end_ms) AS ended,
-       sum(end_ms - start_ms) AS duration_sum,
-       {_at_most(bounds)}
-  FROM (SELECT start_ms, end_ms, event_count,
-               CASE WHEN end_ms IS NOT NULL THEN width_bucket(end_ms - start_ms, $4::bigint[]) END AS duration_bucket
-          FROM sessions
-         WHERE start_ms >= $1 AND start_ms < $2) AS s
- GROUP BY GROUPING SETS ((event_count), (duration_bucket))
+# The sessions started in [$1, $2), in one pass, grouped by their number of EVENTs and,
+# for the ended ones, by fine duration bucket (width_bucket on the ~1,500 integer
+# bounds $3, 2 % apart, which include each histogram bound + 1, so every bucket lies
+# in one histogram bin; bucket order is value order). A few thousand groups, added
+# up in app/routes/stats.py: sessions, events per session (exactly: event counts are
+# the group keys), the histogram, the duration sum. Exact duration percentiles then
+# need only the values of the few buckets that hold a wanted rank
+# (STATS_DURATIONS_BETWEEN), not a sort of a million values. One plain GROUP BY, so
+# PostgreSQL may aggregate in parallel.
+STATS_SESSION_GROUPS = """
+SELECT event_count,
+       CASE WHEN end_ms IS NOT NULL THEN width_bucket(end_ms - start_ms, $3::bigint[]) END AS duration_bucket,
+       count(*) AS sessions,
+       sum(end_ms - start_ms) AS duration_sum
+  FROM sessions
+ WHERE start_ms >= $1 AND start_ms < $2
+ GROUP BY 1, 2
 """
 
 
@@ -328,14 +334,21 @@ SELECT end_ms - start_ms AS duration
 
 STATS_NAME_IDS = "SELECT id, name FROM event_names WHERE name = ANY($1::text[])"
 
+# Where in time the EVENTs of the sessions started in [$1, $2) can lie (sessions.first_ts
+# and last_ts, schema/005_stats_sessions.sql): bounds for STATS_FUNNEL_EVENTS.
+STATS_FUNNEL_SPAN = "SELECT min(first_ts), max(last_ts) FROM sessions WHERE start_ms >= $1 AND start_ms < $2"
+
 # The funnel's input: for each session started in [$1, $2), its EVENTs named by a
-# step ($3), in timestamp-then-arrival order. Sessions without one have no row.
+# step ($3), in timestamp-then-arrival order. Sessions without one have no row. The
+# events are read between $4 and $5 (STATS_FUNNEL_SPAN, which holds all of them)
+# through the BRIN index, not all of them, and hashed against the sessions.
 STATS_FUNNEL_EVENTS = """
 SELECT array_agg(e.name_id ORDER BY e.ts, e.position) AS names,
        array_agg(e.ts ORDER BY e.ts, e.position) AS stamps
-  FROM sessions s
-  JOIN events e ON e.session_id = s.id
+  FROM events e
+  JOIN sessions s ON s.id = e.session_id
  WHERE s.start_ms >= $1 AND s.start_ms < $2
+   AND e.ts >= $4 AND e.ts <= $5
    AND e.type = 'EVENT' AND e.name_id = ANY($3::int[])
- GROUP BY s.id
+ GROUP BY e.session_id
 """

@@ -316,19 +316,14 @@ class EventTotals(NamedTuple):
     names: int  # distinct names among them
 
 
-class EventCountGroup(NamedTuple):
-    """The sessions started in a range that hold `event_count` EVENTs."""
+class SessionGroup(NamedTuple):
+    """The sessions started in a range that hold `event_count` EVENTs and, when they
+    ended, lasted a duration in fine bucket `duration_bucket` (None: not ended)."""
 
     event_count: int
-    started: int
-    ended: int
-    duration_sum: int  # of the ended ones, in ms
-    at_most: list[int]  # of the ended ones, how many lasted at most each histogram bound
-
-
-class SessionGroups(NamedTuple):
-    by_event_count: list[EventCountGroup]
-    by_duration_bucket: dict[int, int]  # ended sessions per fine duration bucket
+    duration_bucket: int | None
+    sessions: int
+    duration_sum: int  # in ms; 0 when not ended
 
 
 class EventBuckets(NamedTuple):
@@ -349,31 +344,14 @@ async def stats_event_totals(conn: asyncpg.Connection, bounds: EventBounds) -> E
     return EventTotals(int(row[0]), int(row[1]))
 
 
-@functools.cache
-def _sessions_summary_sql(bound_count: int) -> str:
-    return queries.stats_sessions_summary(bound_count)
-
-
-# Columns of stats_sessions_summary before its at_most_<i> ones.
-_SUMMARY_AT_MOST = 6
-
-
 @_translated
 async def stats_session_groups(
-    conn: asyncpg.Connection, start: int, end: int, histogram_bounds: Sequence[int], duration_bounds: Sequence[int]
-) -> SessionGroups:
-    """The sessions started in [start, end), in one pass: grouped by their number of
-    EVENTs, and the ended ones by fine duration bucket (width_bucket on `duration_bounds`)."""
-    sql = _sessions_summary_sql(len(histogram_bounds))
-    by_event_count: list[EventCountGroup] = []
-    by_duration_bucket: dict[int, int] = {}
-    for r in await conn.fetch(sql, start, end, list(histogram_bounds), list(duration_bounds)):
-        if not r[0]:
-            at_most = [int(r[i]) for i in range(_SUMMARY_AT_MOST, len(r))]
-            by_event_count.append(EventCountGroup(int(r[1]), int(r[3]), int(r[4]), int(r[5] or 0), at_most))
-        elif r[2] is not None:  # the group of sessions not ended has no bucket
-            by_duration_bucket[r[2]] = int(r[3])
-    return SessionGroups(by_event_count, by_duration_bucket)
+    conn: asyncpg.Connection, start: int, end: int, duration_bounds: Sequence[int]
+) -> list[SessionGroup]:
+    """The sessions started in [start, end), in one pass, grouped by their number of
+    EVENTs and fine duration bucket (width_bucket on `duration_bounds`)."""
+    rows = await conn.fetch(queries.STATS_SESSION_GROUPS, start, end, list(duration_bounds))
+    return [SessionGroup(int(r[0]), r[1], int(r[2]), int(r[3] or 0)) for r in rows]
 
 
 # STATS_DURATIONS_BETWEEN reads up to this many duration ranges.
@@ -423,9 +401,14 @@ async def stats_session_buckets(conn: asyncpg.Connection, bounds: SessionBounds,
 
 
 @_translated
-async def stats_name_sessions(conn: asyncpg.Connection, start: int, end: int, name_ids: list[int]) -> dict[int, int]:
-    """Distinct sessions with an EVENT of each name in [start, end)."""
-    return {r[0]: int(r[1]) for r in await conn.fetch(queries.STATS_NAME_SESSIONS, start, end, name_ids)}
+async def stats_name_sessions(
+    conn: asyncpg.Connection, split: tuple[int, int, int, int, int, int], name_ids: list[int]
+) -> dict[int, int]:
+    """Distinct sessions with an EVENT of each name in a range given as
+    (whole hours, head, tail): app/reads/stats.py hour_split."""
+    hours_lo, hours_hi, *edges = split
+    rows = await conn.fetch(queries.STATS_NAME_SESSIONS, hours_lo, hours_hi, name_ids, *edges)
+    return {r[0]: int(r[1]) for r in rows}
 
 
 async def stats_funnel_events(
@@ -435,5 +418,10 @@ async def stats_funnel_events(
     timestamps, in order. A server-side cursor, so memory stays at `prefetch` sessions
     (needs a transaction, as in snapshot())."""
     with wrap_exceptions():
-        async for row in conn.cursor(queries.STATS_FUNNEL_EVENTS, start, end, name_ids, prefetch=prefetch):
+        span = await conn.fetchrow(queries.STATS_FUNNEL_SPAN, start, end)
+        assert span is not None  # an aggregate: always one row
+        if span[0] is None:  # no session started in the range
+            return
+        args = (start, end, name_ids, span[0], span[1])
+        async for row in conn.cursor(queries.STATS_FUNNEL_EVENTS, *args, prefetch=prefetch):
             yield row[0], row[1]

@@ -11,6 +11,7 @@ must equal it for many ranges, including sub-minute edges and single millisecond
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections.abc import Sequence
@@ -32,7 +33,9 @@ BUCKETS = {"minute": MINUTE, "hour": HOUR, "day": DAY}
 T0 = 1_772_000_000_000 + 12_345  # 2026-02-25, not aligned to anything
 NAMES = ["view", "click", "buy", "Buy", "ä-name", "z"]
 BOUNDS = [1_000, 5_000, 10_000, 30_000, 60_000, 300_000, 600_000, 1_800_000, 3_600_000]
-SCHEMA_004 = Path(__file__).resolve().parents[2] / "schema" / "004_stats.sql"
+SCHEMA = Path(__file__).resolve().parents[2] / "schema"
+# The analytics migrations, in the order the service applies them (005 replaces 004's trigger).
+ANALYTICS_MIGRATIONS = [SCHEMA / "004_stats.sql", SCHEMA / "005_stats_sessions.sql"]
 
 Row = tuple[str, str, int, str | None]  # session, type, ts, name
 
@@ -339,12 +342,37 @@ RECOUNT_HOURS = RECOUNT_EVENTS.replace("60000", "3600000")
 RECOUNT_SESSIONS = (
     "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
 )
+ROLLUP_NAME_HOURS = """
+SELECT h, name_id, prev, sum(n) AS n FROM (
+    SELECT hour_ms AS h, name_id, prev_hour_ms AS prev, sessions AS n FROM stats_name_hours
+    UNION ALL SELECT hour_ms, name_id, prev_hour_ms, sessions FROM stats_name_hour_deltas) AS x
+ GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3
+"""
+# Each (session, name, hour) with an EVENT, with the previous hour of the same pair.
+RECOUNT_NAME_HOURS = """
+SELECT h, name_id, prev, count(*) AS n FROM (
+    SELECT h, name_id, coalesce(lag(h) OVER (PARTITION BY session_id, name_id ORDER BY h), -1) AS prev
+      FROM (SELECT DISTINCT session_id, name_id, ts - ts % 3600000 AS h FROM events WHERE type = 'EVENT') AS d) AS x
+ GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+"""
+PRESENCES = "SELECT session_id, name_id, hour_ms FROM stats_name_session_hours ORDER BY 1, 2, 3"
+RECOUNT_PRESENCES = "SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT' ORDER BY 1, 2, 3"
+SPANS = "SELECT id, first_ts, last_ts FROM sessions ORDER BY id"
+RECOUNT_SPANS = "SELECT session_id, min(ts), max(ts) FROM events GROUP BY session_id ORDER BY session_id"
 
 
 async def assert_rollups_exact(sql: asyncpg.Connection) -> None:
     assert await sql.fetch(ROLLUP_EVENTS) == await sql.fetch(RECOUNT_EVENTS)
     assert await sql.fetch(ROLLUP_HOURS) == await sql.fetch(RECOUNT_HOURS)
     assert await sql.fetch(ROLLUP_SESSIONS) == await sql.fetch(RECOUNT_SESSIONS)
+    assert await sql.fetch(PRESENCES) == await sql.fetch(RECOUNT_PRESENCES)
+    assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
+    assert [tuple(r) for r in await sql.fetch(SPANS)] == [tuple(r) for r in await sql.fetch(RECOUNT_SPANS)]
+
+
+async def migrate_analytics_again(sql: asyncpg.Connection) -> None:
+    for path in ANALYTICS_MIGRATIONS:
+        await sql.execute(path.read_text())
 
 
 async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
@@ -353,12 +381,14 @@ async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
     await assert_rollups_exact(sql)
     # A second run (the service after docker's initdb ran the file) recounts, never adds;
     # and a database whose events predate the rollups (emptied here) gets them backfilled.
-    await sql.execute(SCHEMA_004.read_text())
+    await migrate_analytics_again(sql)
     await assert_rollups_exact(sql)
     await sql.execute(
-        "TRUNCATE stats_event_minutes, stats_event_hours, stats_session_minutes, stats_event_deltas, stats_session_deltas"
+        "TRUNCATE stats_event_minutes, stats_event_hours, stats_session_minutes, stats_event_deltas, stats_session_deltas,"
+        " stats_name_session_hours, stats_name_hours, stats_name_hour_deltas"
     )
-    await sql.execute(SCHEMA_004.read_text())
+    await sql.execute("UPDATE sessions SET first_ts = NULL, last_ts = NULL")
+    await migrate_analytics_again(sql)
     await assert_rollups_exact(sql)
     await check_all(service, loaded, 3)
 
@@ -370,10 +400,12 @@ async def test_folding_deltas_changes_no_figure(service: Service, sql: asyncpg.C
         await insert(sql, loaded, rows)
         if i == 1:
             assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") > 0
+            assert await sql.fetchval("SELECT count(*) FROM stats_name_hour_deltas") > 0
             await check_all(service, loaded, 4)
             await sql.execute("SELECT stats_fold()")
             assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
             assert await sql.fetchval("SELECT count(*) FROM stats_session_deltas") == 0
+            assert await sql.fetchval("SELECT count(*) FROM stats_name_hour_deltas") == 0
     await assert_rollups_exact(sql)
     await check_all(service, loaded, 5)
 
@@ -508,3 +540,28 @@ async def test_funnel_ties_and_windows(
     params = [("from", base), ("to", base + 1), *(("step", s) for s in steps)]
     params += [("within", within)] if within is not None else []
     assert await stat(service, "/stats/funnel", params) == brute_funnel(model, base, base + 1, steps, within)
+
+
+# --- hypothesis: distinct sessions per name, whatever order the hours arrive in -----------
+
+_presence = hs.tuples(hs.integers(0, 2), hs.sampled_from(["p", "q"]), hs.integers(0, 7), hs.integers(0, HOUR - 1))
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    statements=hs.lists(hs.lists(_presence, min_size=1, max_size=6), min_size=1, max_size=5),
+    cuts=hs.lists(hs.integers(0, 9 * HOUR), min_size=2, max_size=6),
+)
+async def test_name_sessions_exact_whatever_order_hours_arrive(
+    service: Service, sql: asyncpg.Connection, statements: list[list[tuple[int, str, int, int]]], cuts: list[int]
+) -> None:
+    """Statements bring a pair's hours in any order, several at once, before and between
+    hours it already has: the presences' rollup stays a recount, and /stats/names exact."""
+    base = 40 * DAY + next(_case_counter) * 12 * HOUR  # a window of its own per example
+    sids = [str(uuid.uuid4()) for _ in range(3)]
+    model = Model()
+    for statement in statements:
+        await insert(sql, model, [(sids[s], "EVENT", base + hour * HOUR + offset, name) for s, name, hour, offset in statement])
+    assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
+    for lo, hi in itertools.pairwise(sorted({base + c for c in cuts})):
+        assert await stat(service, "/stats/names", [("from", lo), ("to", hi)]) == brute_names(model, lo, hi, 50), (lo, hi)

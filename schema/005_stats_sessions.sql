@@ -1,0 +1,212 @@
+-- eventservice schema, version 005: distinct sessions per name, and where each
+-- session's events lie, kept by the events trigger.
+--
+-- Idempotent like 001: applied by the service at start-up and usable unchanged
+-- as a docker-entrypoint-initdb.d script (after 004, whose trigger function and
+-- stats_fold() it replaces with supersets).
+--
+-- GET /stats/names counts, per name, the distinct sessions with an EVENT of that
+-- name in a range. Scanning the events for that took 15 s for 30 days of 10 M
+-- events (bench stats). A distinct count is not additive over hours, but this is:
+-- record when a (session, name) pair is present in an hour, and with each
+-- presence the previous hour that pair was present in. The pairs present in the
+-- whole hours [A, B) are then exactly the presences in [A, B) whose previous
+-- presence lies before A (or does not exist): one per pair, its first hour in
+-- the range. stats_name_hours counts those presences per (hour, name, previous
+-- hour), a few rows per hour and name, so 30 days read tens of thousands of rows.
+-- The partial hours at a range's ends are read from events (see queries.py).
+
+-- Which (session, name) had an EVENT in which UTC hour. One row per new
+-- combination; a batch repeating known ones only probes the primary key.
+CREATE TABLE IF NOT EXISTS stats_name_session_hours (
+    session_id uuid    NOT NULL,
+    name_id    integer NOT NULL,
+    hour_ms    bigint  NOT NULL,
+    PRIMARY KEY (session_id, name_id, hour_ms)
+);
+
+-- Presences per hour, name and previous hour of the same pair (-1: none).
+CREATE TABLE IF NOT EXISTS stats_name_hours (
+    hour_ms      bigint  NOT NULL,
+    name_id      integer NOT NULL,
+    prev_hour_ms bigint  NOT NULL,
+    sessions     bigint  NOT NULL,
+    PRIMARY KEY (hour_ms, name_id, prev_hour_ms)
+);
+
+-- What the trigger appends, folded into stats_name_hours by stats_fold() like
+-- 004's deltas (and for the same reason: no hot row updated by every batch).
+CREATE TABLE IF NOT EXISTS stats_name_hour_deltas (
+    hour_ms      bigint  NOT NULL,
+    name_id      integer NOT NULL,
+    prev_hour_ms bigint  NOT NULL,
+    sessions     bigint  NOT NULL
+);
+
+-- The earliest and latest timestamp of each session's entries, whatever their
+-- type. A funnel reads the events of the sessions started in a range; these
+-- bound where in time those events lie, so it reads them through the BRIN index
+-- on events(ts) instead of every event. Not indexed, so updates stay HOT.
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS first_ts bigint;
+ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_ts bigint;
+
+CREATE OR REPLACE FUNCTION stats_fold() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH gone AS (
+        DELETE FROM stats_event_deltas RETURNING minute_ms, name_id, events
+    ), per_minute AS (
+        SELECT minute_ms, name_id, sum(events) AS events FROM gone GROUP BY 1, 2
+    ), minutes AS (
+        INSERT INTO stats_event_minutes AS r (minute_ms, name_id, events)
+        SELECT minute_ms, name_id, events FROM per_minute
+        ON CONFLICT (minute_ms, name_id) DO UPDATE SET events = r.events + EXCLUDED.events
+    )
+    INSERT INTO stats_event_hours AS h (hour_ms, name_id, events)
+    SELECT minute_ms - minute_ms % 3600000, name_id, sum(events) FROM per_minute GROUP BY 1, 2
+    ON CONFLICT (hour_ms, name_id) DO UPDATE SET events = h.events + EXCLUDED.events;
+
+    WITH gone AS (
+        DELETE FROM stats_session_deltas RETURNING minute_ms, started
+    )
+    INSERT INTO stats_session_minutes AS m (minute_ms, started)
+    SELECT minute_ms, sum(started) FROM gone GROUP BY 1
+    ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
+
+    WITH gone AS (
+        DELETE FROM stats_name_hour_deltas RETURNING hour_ms, name_id, prev_hour_ms, sessions
+    )
+    INSERT INTO stats_name_hours AS n (hour_ms, name_id, prev_hour_ms, sessions)
+    SELECT hour_ms, name_id, prev_hour_ms, sum(sessions) FROM gone GROUP BY 1, 2, 3
+    ON CONFLICT (hour_ms, name_id, prev_hour_ms) DO UPDATE SET sessions = n.sessions + EXCLUDED.sessions;
+END $$;
+
+-- 004's statement trigger, plus the name presences and the sessions' time span.
+--
+-- New presences (those the INSERT ... ON CONFLICT DO NOTHING really added) are
+-- placed among the pair's older ones: the nearest older hour before (old_prev)
+-- and after (old_next) each, and the nearest new hour before it (new_prev). The
+-- other parts of one statement see the table without its own inserts, so the
+-- probes below find older presences only. Then:
+-- - each new presence counts once, with previous hour greatest(old_prev, new_prev);
+-- - an older presence s that now has new ones just before it (those whose
+--   old_next is s; they share one old_prev) changes its previous hour from
+--   old_prev to the latest of them: -1 and +1.
+-- Batches in time order add presences after the pair's last, so old_next is
+-- null and each new presence costs its insert and two index probes.
+CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    top bigint;
+    bottom bigint;
+BEGIN
+    -- 004: the event deltas, and the start moves read before the upsert below changes them.
+    WITH event_deltas AS (
+        INSERT INTO stats_event_deltas (minute_ms, name_id, events)
+        SELECT ts - ts % 60000, name_id, count(*)
+          FROM new_rows
+         WHERE type = 'EVENT'
+         GROUP BY 1, 2
+    ), starts AS (
+        SELECT session_id, min(ts) AS new_start
+          FROM new_rows
+         WHERE type = 'SESSION_START'
+         GROUP BY session_id
+    ), moved AS (
+        SELECT new_start, (SELECT s.start_ms FROM sessions s WHERE s.id = starts.session_id) AS old_start
+          FROM starts
+    )
+    INSERT INTO stats_session_deltas (minute_ms, started)
+    SELECT minute_ms, sum(delta)
+      FROM (SELECT new_start - new_start % 60000, 1 FROM moved WHERE old_start IS NULL OR new_start < old_start
+            UNION ALL
+            SELECT old_start - old_start % 60000, -1 FROM moved WHERE new_start < old_start) AS d (minute_ms, delta)
+     GROUP BY minute_ms
+    HAVING sum(delta) <> 0;
+
+    -- 005: the name presences and their deltas.
+    WITH added AS (
+        INSERT INTO stats_name_session_hours AS p (session_id, name_id, hour_ms)
+        SELECT DISTINCT session_id, name_id, ts - ts % 3600000
+          FROM new_rows
+         WHERE type = 'EVENT'
+        ON CONFLICT DO NOTHING
+        RETURNING p.session_id, p.name_id, p.hour_ms
+    ), placed AS (
+        SELECT a.session_id, a.name_id, a.hour_ms,
+               (SELECT max(o.hour_ms) FROM stats_name_session_hours o
+                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms < a.hour_ms) AS old_prev,
+               (SELECT min(o.hour_ms) FROM stats_name_session_hours o
+                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms > a.hour_ms) AS old_next,
+               lag(a.hour_ms) OVER (PARTITION BY a.session_id, a.name_id ORDER BY a.hour_ms) AS new_prev
+          FROM added a
+    ), moves AS (
+        SELECT hour_ms, name_id, coalesce(greatest(old_prev, new_prev), -1) AS prev_hour_ms, 1 AS sessions
+          FROM placed
+        UNION ALL
+        SELECT old_next, name_id, coalesce(old_prev, -1), -1
+          FROM placed
+         WHERE old_next IS NOT NULL
+         GROUP BY session_id, name_id, old_next, old_prev
+        UNION ALL
+        SELECT old_next, name_id, max(hour_ms), 1
+          FROM placed
+         WHERE old_next IS NOT NULL
+         GROUP BY session_id, name_id, old_next
+    )
+    INSERT INTO stats_name_hour_deltas (hour_ms, name_id, prev_hour_ms, sessions)
+    SELECT hour_ms, name_id, prev_hour_ms, sum(sessions)
+      FROM moves
+     GROUP BY 1, 2, 3
+    HAVING sum(sessions) <> 0;
+
+    -- 001's statement, plus 005's time span of each session's entries.
+    INSERT INTO sessions AS s (id, start_ms, end_ms, event_count, first_ts, last_ts)
+    SELECT session_id,
+           min(ts) FILTER (WHERE type = 'SESSION_START'),
+           max(ts) FILTER (WHERE type = 'SESSION_END'),
+           count(*) FILTER (WHERE type = 'EVENT'),
+           min(ts),
+           max(ts)
+      FROM new_rows
+     GROUP BY session_id
+    ON CONFLICT (id) DO UPDATE
+       SET start_ms = LEAST(s.start_ms, EXCLUDED.start_ms),
+           end_ms = GREATEST(s.end_ms, EXCLUDED.end_ms),
+           event_count = s.event_count + EXCLUDED.event_count,
+           first_ts = LEAST(s.first_ts, EXCLUDED.first_ts),
+           last_ts = GREATEST(s.last_ts, EXCLUDED.last_ts);
+
+    SELECT max(position), min(position) INTO top, bottom FROM new_rows;
+    IF top IS NOT NULL THEN
+        IF top / 10000 > (bottom - 1) / 10000 THEN
+            PERFORM stats_fold();
+        END IF;
+        PERFORM pg_notify('eventservice_events', top::text);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Backfill from the base tables under the writers' lock, recomputing (not adding)
+-- so a second run of this file is exact too.
+DO $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(727401, 1);
+    TRUNCATE stats_name_session_hours, stats_name_hours, stats_name_hour_deltas;
+    INSERT INTO stats_name_session_hours (session_id, name_id, hour_ms)
+    SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT';
+    INSERT INTO stats_name_hours (hour_ms, name_id, prev_hour_ms, sessions)
+    SELECT hour_ms, name_id, prev_hour_ms, count(*)
+      FROM (SELECT hour_ms, name_id,
+                   coalesce(lag(hour_ms) OVER (PARTITION BY session_id, name_id ORDER BY hour_ms), -1) AS prev_hour_ms
+              FROM stats_name_session_hours) AS p
+     GROUP BY 1, 2, 3;
+    UPDATE sessions s
+       SET first_ts = e.first_ts, last_ts = e.last_ts
+      FROM (SELECT session_id, min(ts) AS first_ts, max(ts) AS last_ts FROM events GROUP BY session_id) AS e
+     WHERE s.id = e.session_id
+       AND (s.first_ts IS DISTINCT FROM e.first_ts OR s.last_ts IS DISTINCT FROM e.last_ts);
+END $$;
+
+ANALYZE stats_name_session_hours;
+ANALYZE stats_name_hours;
