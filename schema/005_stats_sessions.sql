@@ -94,8 +94,16 @@ END $$;
 --   old_prev to the latest of them: -1 and +1.
 -- Batches in time order add presences after the pair's last, so old_next is
 -- null and each new presence costs its insert and two index probes.
+--
+-- enable_seqscan is off inside this function: PL/pgSQL plans each statement once
+-- per connection and keeps that plan, and planned on an empty database a probe
+-- (here or in 004's start moves) is a sequential scan. Kept while the tables grow,
+-- that made loading 10 M events quadratic (bench stats). Every probe here has an
+-- index; the only sequential scans left are of transition tables and deltas.
 CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
 DECLARE
     top bigint;
     bottom bigint;

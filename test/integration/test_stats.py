@@ -26,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
+from test.support import postgres as test_postgres
 from test.support.service import Service
 
 MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
@@ -565,3 +566,51 @@ async def test_name_sessions_exact_whatever_order_hours_arrive(
     assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
     for lo, hi in itertools.pairwise(sorted({base + c for c in cuts})):
         assert await stat(service, "/stats/names", [("from", lo), ("to", hi)]) == brute_names(model, lo, hi, 50), (lo, hi)
+
+
+_SEQ_SCANS = """
+SELECT relname, seq_scan FROM pg_stat_user_tables
+ WHERE relname IN ('sessions', 'stats_name_session_hours') ORDER BY relname
+"""
+
+
+async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_tables(postgres: test_postgres.TestPostgres) -> None:
+    """PL/pgSQL keeps each statement's first plan for the connection: planned on an empty
+    database, the trigger's probes must still be index scans once the tables are large
+    (a sequential scan per probe made loading 10 M events quadratic)."""
+    from app.store import db as app_db
+
+    url = await postgres.create_database("trigger_plans")
+    await app_db.migrate(url)
+    writer, reader = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        # No autoanalyze meanwhile: its invalidation would replan and hide a bad plan.
+        for table in ("sessions", "stats_name_session_hours"):
+            await reader.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+        model = Model()
+        first = str(uuid.uuid4())
+        await insert(writer, model, [(first, "SESSION_START", T0, None), (first, "EVENT", T0, "view")])
+        await reader.execute(
+            """
+            INSERT INTO events (session_id, type, ts, name_id)
+            SELECT gen_random_uuid(), t, $1::bigint + g, CASE WHEN t = 'EVENT' THEN event_name_id('view') END
+              FROM generate_series(1, 20000) AS g, unnest(ARRAY['SESSION_START', 'EVENT']) AS t
+            """,
+            T0,
+        )
+
+        async def seq_scans() -> list[tuple[str, int]]:
+            await writer.execute("SELECT pg_stat_force_next_flush()")  # flushed when the writer goes idle
+            await reader.execute("SELECT pg_stat_clear_snapshot()")
+            return [tuple(r) for r in await reader.fetch(_SEQ_SCANS)]
+
+        before = await seq_scans()
+        rows: list[Row] = []
+        for _ in range(50):
+            sid = str(uuid.uuid4())
+            rows += [(sid, "SESSION_START", T0 + HOUR, None), (sid, "EVENT", T0 + HOUR, "view")]
+        await insert(writer, model, rows)
+        assert await seq_scans() == before
+    finally:
+        await writer.close()
+        await reader.close()
