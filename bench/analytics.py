@@ -190,7 +190,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
     results: list[Row] = []
     async with service(db, workers=args.workers, extra_args=args.server_arg) as svc:
         conn = await app_db.connect(db.url)
-        await conn.execute("SET work_mem = '64MB'")  # as the service's stats transactions
+        await conn.execute(queries.STATS_SETTINGS.replace("LOCAL ", ""))  # as the service's stats transactions
         name_ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, NAMES)}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:

@@ -27,7 +27,8 @@ Params = Mapping[str, Sequence[str]]
 Handler = Callable[[asyncpg.Connection, dict[str, Any], st.Range], Awaitable[dict[str, Any]]]
 Parser = Callable[[Params, st.Range], dict[str, Any]]
 
-_FUNNEL_PREFETCH = 5_000
+# Sessions per funnel read: ~50,000 sessions' step events are a few tens of MB in Python.
+_FUNNEL_CHUNK = 50_000
 
 
 def _bounds(rng: st.Range) -> store.EventBounds:
@@ -153,7 +154,7 @@ async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ran
     if steps[0] in ids:
         # Step names as ids; a name never seen matches nothing (-1 is no id).
         step_ids = [ids.get(step, -1) for step in steps]
-        sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_PREFETCH)
+        sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_CHUNK)
         async for names, stamps in sessions:
             depths.append(st.funnel_depth(names, stamps, step_ids, within))
     return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
@@ -171,7 +172,7 @@ def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[
             return error_response(400, exc.code, exc.message)
         pool: asyncpg.Pool = request.app.state.services.pool
         async with store.snapshot(pool, timeout=10) as conn:
-            await store.stats_work_mem(conn)
+            await store.stats_settings(conn)
             body = await handler(conn, options, rng)
         return Response(orjson.dumps(body), media_type="application/json")
 

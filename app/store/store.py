@@ -332,9 +332,9 @@ class EventBuckets(NamedTuple):
 
 
 @_translated
-async def stats_work_mem(conn: asyncpg.Connection) -> None:
-    """Room to sort and hash in memory, for this transaction only."""
-    await conn.execute(queries.STATS_WORK_MEM)
+async def stats_settings(conn: asyncpg.Connection) -> None:
+    """Memory to sort and hash in, and custom plans, for this transaction only."""
+    await conn.execute(queries.STATS_SETTINGS)
 
 
 @_translated
@@ -412,16 +412,21 @@ async def stats_name_sessions(
 
 
 async def stats_funnel_events(
-    conn: asyncpg.Connection, start: int, end: int, name_ids: list[int], prefetch: int
+    conn: asyncpg.Connection, start: int, end: int, name_ids: list[int], chunk: int
 ) -> AsyncIterator[tuple[list[int], list[int]]]:
     """Per session started in [start, end): its EVENTs of `name_ids` as name ids and
-    timestamps, in order. A server-side cursor, so memory stays at `prefetch` sessions
-    (needs a transaction, as in snapshot())."""
+    timestamps, in order. Read in chunks of about `chunk` sessions by start, each
+    fetched whole: memory stays bounded, and unlike a server-side cursor a plain fetch
+    lets PostgreSQL scan in parallel (half the time on 2 cores, bench stats). Call
+    it inside snapshot(), so the chunks see one state of the database."""
     with wrap_exceptions():
-        span = await conn.fetchrow(queries.STATS_FUNNEL_SPAN, start, end)
-        assert span is not None  # an aggregate: always one row
-        if span[0] is None:  # no session started in the range
-            return
-        args = (start, end, name_ids, span[0], span[1])
-        async for row in conn.cursor(queries.STATS_FUNNEL_EVENTS, *args, prefetch=prefetch):
-            yield row[0], row[1]
+        lo = start
+        while lo < end:
+            hi = await conn.fetchval(queries.STATS_FUNNEL_CHUNK_END, lo, end, chunk)
+            hi = end if hi is None else max(hi, lo + 1)  # more than `chunk` ties at lo: one chunk
+            span = await conn.fetchrow(queries.STATS_FUNNEL_SPAN, lo, hi)
+            assert span is not None  # an aggregate: always one row
+            if span[0] is not None:  # else no session started in [lo, hi)
+                for row in await conn.fetch(queries.STATS_FUNNEL_EVENTS, lo, hi, name_ids, span[0], span[1]):
+                    yield row[0], row[1]
+            lo = hi

@@ -614,3 +614,27 @@ async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_table
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_funnel_chunks_read_every_session_once(sql: asyncpg.Connection, loaded: Model) -> None:
+    """The funnel reads sessions in chunks by start: whatever the chunk size, and with
+    more sessions sharing one start than a chunk holds, each session comes once."""
+    from app.store import store
+
+    tied = T0 + 7 * DAY
+    rows: list[Row] = []
+    for i in range(5):
+        sid = str(uuid.uuid4())
+        rows += [(sid, "SESSION_START", tied, None), (sid, "EVENT", tied + i, "view"), (sid, "EVENT", tied - i, "click")]
+    await insert(sql, loaded, rows)
+    ids = list((await store.stats_name_ids(sql, ["view", "click", "buy"])).values())
+    lo, hi = T0 - DAY, T0 + 8 * DAY
+
+    async def read(chunk: int) -> list[tuple[list[int], list[int]]]:
+        async with sql.transaction(isolation="repeatable_read", readonly=True):
+            return sorted([(list(n), list(t)) async for n, t in store.stats_funnel_events(sql, lo, hi, ids, chunk)])
+
+    whole = await read(10**9)
+    assert len(whole) > 50 and sum(1 for _, stamps in whole if stamps[0] <= tied <= stamps[-1] and len(stamps) == 2) >= 5
+    for chunk in (1, 2, 3, 7):
+        assert await read(chunk) == whole, chunk
