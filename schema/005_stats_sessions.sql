@@ -1,5 +1,5 @@
 -- eventservice schema, version 005: distinct sessions per name, and where each
--- session's events lie, kept by the events trigger.
+-- session's events lie, kept by the events trigger and its fold.
 --
 -- Idempotent like 001: applied by the service at start-up and usable unchanged
 -- as a docker-entrypoint-initdb.d script (after 004, whose trigger function and
@@ -14,10 +14,17 @@
 -- presence lies before A (or does not exist): one per pair, its first hour in
 -- the range. stats_name_hours counts those presences per (hour, name, previous
 -- hour), a few rows per hour and name, so 30 days read tens of thousands of rows.
--- The partial hours at a range's ends are read from events (see queries.py).
+--
+-- Unlike 004's counts, presences are not touched by every insert: finding out
+-- whether a pair is new takes an index probe per pair, on the serialised write
+-- path of every batch (bench ingest lost ~10 % of its throughput to it). stats_fold()
+-- adds them for every event up to a watermark, set-based, every 10,000
+-- positions. Readers take what lies beyond the watermark (at most ~10,000 events,
+-- by primary key) and the partial hours at a range's ends from events itself
+-- (see queries.py STATS_NAME_SESSIONS); in one snapshot that is exact.
 
--- Which (session, name) had an EVENT in which UTC hour. One row per new
--- combination; a batch repeating known ones only probes the primary key.
+-- Which (session, name) had an EVENT in which UTC hour, for the events up to
+-- stats_names_folded.position.
 CREATE TABLE IF NOT EXISTS stats_name_session_hours (
     session_id uuid    NOT NULL,
     name_id    integer NOT NULL,
@@ -34,13 +41,10 @@ CREATE TABLE IF NOT EXISTS stats_name_hours (
     PRIMARY KEY (hour_ms, name_id, prev_hour_ms)
 );
 
--- What the trigger appends, folded into stats_name_hours by stats_fold() like
--- 004's deltas (and for the same reason: no hot row updated by every batch).
-CREATE TABLE IF NOT EXISTS stats_name_hour_deltas (
-    hour_ms      bigint  NOT NULL,
-    name_id      integer NOT NULL,
-    prev_hour_ms bigint  NOT NULL,
-    sessions     bigint  NOT NULL
+-- The last position whose events the two tables above include.
+CREATE TABLE IF NOT EXISTS stats_names_folded (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    position  bigint  NOT NULL
 );
 
 -- The earliest and latest timestamp of each session's entries, whatever their
@@ -50,9 +54,34 @@ CREATE TABLE IF NOT EXISTS stats_name_hour_deltas (
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS first_ts bigint;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_ts bigint;
 
+-- 004's fold, plus the presences of the events since the last fold. Holds the
+-- writers' lock (the trigger already does), so the events up to the new watermark
+-- are all there is below it, and a psql call cannot race a writer's fold.
+--
+-- New presences (those the INSERT ... ON CONFLICT DO NOTHING really added) are
+-- placed among the pair's older ones: the nearest older hour before (old_prev)
+-- and after (old_next) each, and the nearest new hour before it (new_prev). The
+-- other parts of one statement see the table without its own inserts, so the
+-- probes find older presences only. Then:
+-- - each new presence counts once, with previous hour greatest(old_prev, new_prev);
+-- - an older presence s that now has new ones just before it (those whose
+--   old_next is s; they share one old_prev) changes its previous hour from
+--   old_prev to the latest of them: -1 and +1.
+--
+-- enable_seqscan is off inside: PL/pgSQL caches plans per connection (a generic
+-- one once a statement ran five times), and planned on a nearly empty database the
+-- probes are sequential scans, quadratic once the tables grow (loading 10 M events
+-- did not finish). Every probe here has an index; the sequential scans left are of
+-- the delta tables.
 CREATE OR REPLACE FUNCTION stats_fold() RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET enable_seqscan = off
+AS $$
+DECLARE
+    folded bigint;
+    head bigint;
 BEGIN
+    PERFORM pg_advisory_xact_lock(727401, 1);
     WITH gone AS (
         DELETE FROM stats_event_deltas RETURNING minute_ms, name_id, events
     ), per_minute AS (
@@ -73,37 +102,52 @@ BEGIN
     SELECT minute_ms, sum(started) FROM gone GROUP BY 1
     ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
 
-    WITH gone AS (
-        DELETE FROM stats_name_hour_deltas RETURNING hour_ms, name_id, prev_hour_ms, sessions
+    SELECT position INTO folded FROM stats_names_folded;
+    SELECT max(position) INTO head FROM events;
+    IF head IS NULL OR head <= folded THEN
+        RETURN;
+    END IF;
+    WITH added AS (
+        INSERT INTO stats_name_session_hours AS p (session_id, name_id, hour_ms)
+        SELECT DISTINCT session_id, name_id, ts - ts % 3600000
+          FROM events
+         WHERE position > folded AND position <= head AND type = 'EVENT'
+        ON CONFLICT DO NOTHING
+        RETURNING p.session_id, p.name_id, p.hour_ms
+    ), placed AS (
+        SELECT a.session_id, a.name_id, a.hour_ms,
+               (SELECT max(o.hour_ms) FROM stats_name_session_hours o
+                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms < a.hour_ms) AS old_prev,
+               (SELECT min(o.hour_ms) FROM stats_name_session_hours o
+                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms > a.hour_ms) AS old_next,
+               lag(a.hour_ms) OVER (PARTITION BY a.session_id, a.name_id ORDER BY a.hour_ms) AS new_prev
+          FROM added a
+    ), moves AS (
+        SELECT hour_ms, name_id, coalesce(greatest(old_prev, new_prev), -1) AS prev_hour_ms, 1 AS sessions
+          FROM placed
+        UNION ALL
+        SELECT old_next, name_id, coalesce(old_prev, -1), -1
+          FROM placed
+         WHERE old_next IS NOT NULL
+         GROUP BY session_id, name_id, old_next, old_prev
+        UNION ALL
+        SELECT old_next, name_id, max(hour_ms), 1
+          FROM placed
+         WHERE old_next IS NOT NULL
+         GROUP BY session_id, name_id, old_next
     )
     INSERT INTO stats_name_hours AS n (hour_ms, name_id, prev_hour_ms, sessions)
-    SELECT hour_ms, name_id, prev_hour_ms, sum(sessions) FROM gone GROUP BY 1, 2, 3
+    SELECT hour_ms, name_id, prev_hour_ms, sum(sessions)
+      FROM moves
+     GROUP BY 1, 2, 3
+    HAVING sum(sessions) <> 0
     ON CONFLICT (hour_ms, name_id, prev_hour_ms) DO UPDATE SET sessions = n.sessions + EXCLUDED.sessions;
+    UPDATE stats_names_folded SET position = head;
 END $$;
 
--- 004's statement trigger, plus the name presences and the sessions' time span.
---
--- New presences (those the INSERT ... ON CONFLICT DO NOTHING really added) are
--- placed among the pair's older ones: the nearest older hour before (old_prev)
--- and after (old_next) each, and the nearest new hour before it (new_prev). The
--- other parts of one statement see the table without its own inserts, so the
--- probes below find older presences only. Then:
--- - each new presence counts once, with previous hour greatest(old_prev, new_prev);
--- - an older presence s that now has new ones just before it (those whose
---   old_next is s; they share one old_prev) changes its previous hour from
---   old_prev to the latest of them: -1 and +1.
--- Batches in time order add presences after the pair's last, so old_next is
--- null and each new presence costs its insert and two index probes.
---
--- enable_seqscan is off inside this function: PL/pgSQL plans each statement once
--- per connection and keeps that plan, and planned on an empty database a probe
--- (here or in 004's start moves) is a sequential scan. Kept while the tables grow,
--- that made loading 10 M events quadratic (bench stats). Every probe here has an
--- index; the only sequential scans left are of transition tables and deltas.
+-- 004's statement trigger, plus the time span of each session's entries.
 CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
-LANGUAGE plpgsql
-SET enable_seqscan = off
-AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
     top bigint;
     bottom bigint;
@@ -131,42 +175,6 @@ BEGIN
             SELECT old_start - old_start % 60000, -1 FROM moved WHERE new_start < old_start) AS d (minute_ms, delta)
      GROUP BY minute_ms
     HAVING sum(delta) <> 0;
-
-    -- 005: the name presences and their deltas.
-    WITH added AS (
-        INSERT INTO stats_name_session_hours AS p (session_id, name_id, hour_ms)
-        SELECT DISTINCT session_id, name_id, ts - ts % 3600000
-          FROM new_rows
-         WHERE type = 'EVENT'
-        ON CONFLICT DO NOTHING
-        RETURNING p.session_id, p.name_id, p.hour_ms
-    ), placed AS (
-        SELECT a.session_id, a.name_id, a.hour_ms,
-               (SELECT max(o.hour_ms) FROM stats_name_session_hours o
-                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms < a.hour_ms) AS old_prev,
-               (SELECT min(o.hour_ms) FROM stats_name_session_hours o
-                 WHERE o.session_id = a.session_id AND o.name_id = a.name_id AND o.hour_ms > a.hour_ms) AS old_next,
-               lag(a.hour_ms) OVER (PARTITION BY a.session_id, a.name_id ORDER BY a.hour_ms) AS new_prev
-          FROM added a
-    ), moves AS (
-        SELECT hour_ms, name_id, coalesce(greatest(old_prev, new_prev), -1) AS prev_hour_ms, 1 AS sessions
-          FROM placed
-        UNION ALL
-        SELECT old_next, name_id, coalesce(old_prev, -1), -1
-          FROM placed
-         WHERE old_next IS NOT NULL
-         GROUP BY session_id, name_id, old_next, old_prev
-        UNION ALL
-        SELECT old_next, name_id, max(hour_ms), 1
-          FROM placed
-         WHERE old_next IS NOT NULL
-         GROUP BY session_id, name_id, old_next
-    )
-    INSERT INTO stats_name_hour_deltas (hour_ms, name_id, prev_hour_ms, sessions)
-    SELECT hour_ms, name_id, prev_hour_ms, sum(sessions)
-      FROM moves
-     GROUP BY 1, 2, 3
-    HAVING sum(sessions) <> 0;
 
     -- 001's statement, plus 005's time span of each session's entries.
     INSERT INTO sessions AS s (id, start_ms, end_ms, event_count, first_ts, last_ts)
@@ -200,7 +208,7 @@ END $$;
 DO $$
 BEGIN
     PERFORM pg_advisory_xact_lock(727401, 1);
-    TRUNCATE stats_name_session_hours, stats_name_hours, stats_name_hour_deltas;
+    TRUNCATE stats_name_session_hours, stats_name_hours;
     INSERT INTO stats_name_session_hours (session_id, name_id, hour_ms)
     SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT';
     INSERT INTO stats_name_hours (hour_ms, name_id, prev_hour_ms, sessions)
@@ -209,6 +217,8 @@ BEGIN
                    coalesce(lag(hour_ms) OVER (PARTITION BY session_id, name_id ORDER BY hour_ms), -1) AS prev_hour_ms
               FROM stats_name_session_hours) AS p
      GROUP BY 1, 2, 3;
+    INSERT INTO stats_names_folded (position) VALUES (coalesce((SELECT max(position) FROM events), 0))
+    ON CONFLICT (singleton) DO UPDATE SET position = EXCLUDED.position;
     UPDATE sessions s
        SET first_ts = e.first_ts, last_ts = e.last_ts
       FROM (SELECT session_id, min(ts) AS first_ts, max(ts) AS last_ts FROM events GROUP BY session_id) AS e

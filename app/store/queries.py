@@ -283,24 +283,27 @@ SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
 """
 
 # Distinct sessions with an EVENT of each of some names ($3) in a range, split as in
-# app/reads/stats.py name_session_bounds: whole hours [$1, $2) and the partial hours
-# at its ends, [$4, $5) and [$6, $7). The whole hours come from stats_name_hours
-# (schema/005_stats_sessions.sql): each pair present there counts once, at its first
-# hour in the range, whose previous presence lies before $1. The edges are read
-# from events (BRIN index events_ts_brin, at most two hours of them), counting the
-# pairs not present in the whole hours (a primary-key probe each).
+# app/reads/stats.py hour_split: whole hours [$1, $2) and the partial hours at its
+# ends, [$4, $5) and [$6, $7). The whole hours come from stats_name_hours
+# (schema/005_stats_sessions.sql), which covers the events up to the fold
+# watermark: each pair present there counts once, at its first hour in the range,
+# whose previous presence lies before $1. Then the pairs of the edges (BRIN index
+# events_ts_brin, at most two hours of events) and of the events past the
+# watermark (primary key, at most ~10,000 of them) count when they have no
+# presence in the whole hours (a primary-key probe each).
 STATS_NAME_SESSIONS = """
 SELECT name_id, sum(n)::bigint AS sessions
   FROM (SELECT name_id, sessions AS n FROM stats_name_hours
          WHERE hour_ms >= $1 AND hour_ms < $2 AND prev_hour_ms < $1 AND name_id = ANY($3::int[])
         UNION ALL
-        SELECT name_id, sessions FROM stats_name_hour_deltas
-         WHERE hour_ms >= $1 AND hour_ms < $2 AND prev_hour_ms < $1 AND name_id = ANY($3::int[])
-        UNION ALL
         SELECT e.name_id, 1
-          FROM (SELECT DISTINCT name_id, session_id FROM events
+          FROM (SELECT name_id, session_id FROM events
                  WHERE type = 'EVENT' AND name_id = ANY($3::int[])
-                   AND (ts >= $4 AND ts < $5 OR ts >= $6 AND ts < $7)) AS e
+                   AND (ts >= $4 AND ts < $5 OR ts >= $6 AND ts < $7)
+                UNION
+                SELECT name_id, session_id FROM events
+                 WHERE position > (SELECT position FROM stats_names_folded)
+                   AND type = 'EVENT' AND name_id = ANY($3::int[]) AND ts >= $1 AND ts < $2) AS e
          WHERE NOT EXISTS (SELECT 1 FROM stats_name_session_hours p
                             WHERE p.session_id = e.session_id AND p.name_id = e.name_id
                               AND p.hour_ms >= $1 AND p.hour_ms < $2)) AS x

@@ -343,21 +343,21 @@ RECOUNT_HOURS = RECOUNT_EVENTS.replace("60000", "3600000")
 RECOUNT_SESSIONS = (
     "SELECT start_ms - start_ms % 60000 AS m, count(*) AS n FROM sessions WHERE start_ms IS NOT NULL GROUP BY 1 ORDER BY 1"
 )
-ROLLUP_NAME_HOURS = """
-SELECT h, name_id, prev, sum(n) AS n FROM (
-    SELECT hour_ms AS h, name_id, prev_hour_ms AS prev, sessions AS n FROM stats_name_hours
-    UNION ALL SELECT hour_ms, name_id, prev_hour_ms, sessions FROM stats_name_hour_deltas) AS x
- GROUP BY 1, 2, 3 HAVING sum(n) <> 0 ORDER BY 1, 2, 3
+ROLLUP_NAME_HOURS = "SELECT hour_ms, name_id, prev_hour_ms, sessions FROM stats_name_hours WHERE sessions <> 0 ORDER BY 1, 2, 3"
+# Each (session, name, hour) with an EVENT up to the fold's watermark, with the previous hour of the same pair.
+FOLDED_PAIRS = """
+SELECT DISTINCT session_id, name_id, ts - ts % 3600000 AS h FROM events
+ WHERE type = 'EVENT' AND position <= (SELECT position FROM stats_names_folded)
 """
-# Each (session, name, hour) with an EVENT, with the previous hour of the same pair.
-RECOUNT_NAME_HOURS = """
+RECOUNT_NAME_HOURS = f"""
 SELECT h, name_id, prev, count(*) AS n FROM (
     SELECT h, name_id, coalesce(lag(h) OVER (PARTITION BY session_id, name_id ORDER BY h), -1) AS prev
-      FROM (SELECT DISTINCT session_id, name_id, ts - ts % 3600000 AS h FROM events WHERE type = 'EVENT') AS d) AS x
+      FROM ({FOLDED_PAIRS}) AS d) AS x
  GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
 """
 PRESENCES = "SELECT session_id, name_id, hour_ms FROM stats_name_session_hours ORDER BY 1, 2, 3"
-RECOUNT_PRESENCES = "SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT' ORDER BY 1, 2, 3"
+RECOUNT_PRESENCES = f"SELECT * FROM ({FOLDED_PAIRS}) AS d ORDER BY 1, 2, 3"
+UNFOLDED_EVENTS = "SELECT count(*) FROM events WHERE position > (SELECT position FROM stats_names_folded)"
 SPANS = "SELECT id, first_ts, last_ts FROM sessions ORDER BY id"
 RECOUNT_SPANS = "SELECT session_id, min(ts), max(ts) FROM events GROUP BY session_id ORDER BY session_id"
 
@@ -386,7 +386,7 @@ async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
     await assert_rollups_exact(sql)
     await sql.execute(
         "TRUNCATE stats_event_minutes, stats_event_hours, stats_session_minutes, stats_event_deltas, stats_session_deltas,"
-        " stats_name_session_hours, stats_name_hours, stats_name_hour_deltas"
+        " stats_name_session_hours, stats_name_hours, stats_names_folded"
     )
     await sql.execute("UPDATE sessions SET first_ts = NULL, last_ts = NULL")
     await migrate_analytics_again(sql)
@@ -401,12 +401,12 @@ async def test_folding_deltas_changes_no_figure(service: Service, sql: asyncpg.C
         await insert(sql, loaded, rows)
         if i == 1:
             assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") > 0
-            assert await sql.fetchval("SELECT count(*) FROM stats_name_hour_deltas") > 0
+            assert await sql.fetchval(UNFOLDED_EVENTS) > 0
             await check_all(service, loaded, 4)
             await sql.execute("SELECT stats_fold()")
             assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
             assert await sql.fetchval("SELECT count(*) FROM stats_session_deltas") == 0
-            assert await sql.fetchval("SELECT count(*) FROM stats_name_hour_deltas") == 0
+            assert await sql.fetchval(UNFOLDED_EVENTS) == 0
     await assert_rollups_exact(sql)
     await check_all(service, loaded, 5)
 
@@ -550,22 +550,25 @@ _presence = hs.tuples(hs.integers(0, 2), hs.sampled_from(["p", "q"]), hs.integer
 
 @settings(max_examples=40, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(
-    statements=hs.lists(hs.lists(_presence, min_size=1, max_size=6), min_size=1, max_size=5),
+    statements=hs.lists(hs.tuples(hs.lists(_presence, min_size=1, max_size=6), hs.booleans()), min_size=1, max_size=5),
     cuts=hs.lists(hs.integers(0, 9 * HOUR), min_size=2, max_size=6),
 )
 async def test_name_sessions_exact_whatever_order_hours_arrive(
-    service: Service, sql: asyncpg.Connection, statements: list[list[tuple[int, str, int, int]]], cuts: list[int]
+    service: Service, sql: asyncpg.Connection, statements: list[tuple[list[tuple[int, str, int, int]], bool]], cuts: list[int]
 ) -> None:
     """Statements bring a pair's hours in any order, several at once, before and between
-    hours it already has: the presences' rollup stays a recount, and /stats/names exact."""
+    hours it already has, folded (stats_fold) at random points: the presences stay a
+    recount of the folded events, and /stats/names is exact folded or not."""
     base = 40 * DAY + next(_case_counter) * 12 * HOUR  # a window of its own per example
     sids = [str(uuid.uuid4()) for _ in range(3)]
     model = Model()
-    for statement in statements:
-        await insert(sql, model, [(sids[s], "EVENT", base + hour * HOUR + offset, name) for s, name, hour, offset in statement])
-    assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
-    for lo, hi in itertools.pairwise(sorted({base + c for c in cuts})):
-        assert await stat(service, "/stats/names", [("from", lo), ("to", hi)]) == brute_names(model, lo, hi, 50), (lo, hi)
+    for events, fold in statements:
+        await insert(sql, model, [(sids[s], "EVENT", base + hour * HOUR + offset, name) for s, name, hour, offset in events])
+        if fold:
+            await sql.execute("SELECT stats_fold()")
+        assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
+        for lo, hi in itertools.pairwise(sorted({base + c for c in cuts})):
+            assert await stat(service, "/stats/names", [("from", lo), ("to", hi)]) == brute_names(model, lo, hi, 50), (lo, hi)
 
 
 _SEQ_SCANS = """
@@ -574,10 +577,13 @@ SELECT relname, seq_scan FROM pg_stat_user_tables
 """
 
 
-async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_tables(postgres: test_postgres.TestPostgres) -> None:
-    """PL/pgSQL keeps each statement's first plan for the connection: planned on an empty
-    database, the trigger's probes must still be index scans once the tables are large
-    (a sequential scan per probe made loading 10 M events quadratic)."""
+async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_tables(
+    postgres: test_postgres.TestPostgres,
+) -> None:
+    """PL/pgSQL caches plans per connection, a generic one once a statement ran five
+    times: planned on a nearly empty database, the probes of the trigger and of its
+    fold must still be index scans once the tables are large (a sequential scan per
+    probe made loading 10 M events quadratic)."""
     from app.store import db as app_db
 
     url = await postgres.create_database("trigger_plans")
@@ -589,7 +595,10 @@ async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_table
             await reader.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         model = Model()
         first = str(uuid.uuid4())
-        await insert(writer, model, [(first, "SESSION_START", T0, None), (first, "EVENT", T0, "view")])
+        await insert(writer, model, [(first, "SESSION_START", T0, None)])
+        for i in range(8):  # past the five custom plans after which a cached generic plan may take over
+            await insert(writer, model, [(first, "EVENT", T0 + i * HOUR, "view")])
+            await writer.execute("SELECT stats_fold()")
         await reader.execute(
             """
             INSERT INTO events (session_id, type, ts, name_id)
@@ -598,18 +607,24 @@ async def test_trigger_probes_use_indexes_even_when_first_planned_on_empty_table
             """,
             T0,
         )
+        await reader.execute("SELECT stats_fold()")
 
         async def seq_scans() -> list[tuple[str, int]]:
-            await writer.execute("SELECT pg_stat_force_next_flush()")  # flushed when the writer goes idle
+            for conn in (writer, reader):
+                await conn.execute("SELECT pg_stat_force_next_flush()")  # flushed when it goes idle
             await reader.execute("SELECT pg_stat_clear_snapshot()")
             return [tuple(r) for r in await reader.fetch(_SEQ_SCANS)]
 
         before = await seq_scans()
-        rows: list[Row] = []
-        for _ in range(50):
-            sid = str(uuid.uuid4())
-            rows += [(sid, "SESSION_START", T0 + HOUR, None), (sid, "EVENT", T0 + HOUR, "view")]
-        await insert(writer, model, rows)
+        for conn in (writer, reader):  # both planned the fold while the tables were tiny
+            rows: list[Row] = []
+            for _ in range(25):
+                sid = str(uuid.uuid4())
+                rows += [(sid, "SESSION_START", T0 + HOUR, None), (sid, "EVENT", T0 + HOUR, "view")]
+            rows.append((first, "EVENT", T0 - HOUR, "view"))  # an hour before one it has: both probes
+            await insert(conn, model, rows)
+            await conn.execute("SELECT stats_fold()")
+            assert await conn.fetchval(UNFOLDED_EVENTS) == 0
         assert await seq_scans() == before
     finally:
         await writer.close()
