@@ -16,12 +16,19 @@
 -- hour), a few rows per hour and name, so 30 days read tens of thousands of rows.
 --
 -- Unlike 004's counts, presences are not touched by every insert: finding out
--- whether a pair is new takes an index probe per pair, on the serialised write
--- path of every batch (bench ingest lost ~10 % of its throughput to it). stats_fold()
--- adds them for every event up to a watermark, set-based, every 10,000
--- positions. Readers take what lies beyond the watermark (at most ~10,000 events,
--- by primary key) and the partial hours at a range's ends from events itself
--- (see queries.py STATS_NAME_SESSIONS); in one snapshot that is exact.
+-- whether a pair is new takes an index probe per pair, and every batch's
+-- statement runs while holding the writers' lock, so what it costs is ingest
+-- throughput lost (bench ingest). stats_fold() adds the presences of every event
+-- up to a watermark, set-based. Readers take what lies beyond the watermark (by
+-- primary key) and the partial hours at a range's ends from events itself (see
+-- queries.py STATS_NAME_SESSIONS); in one snapshot that is exact.
+--
+-- For the same reason the fold (004's deltas too) no longer runs inside a
+-- writer's statement every 10,000 positions: the service calls stats_fold()
+-- about once a second from its own connection (app/store/watch.py), beside the
+-- writers, not between them. The trigger still folds itself when a statement
+-- crosses a multiple of 1,000,000 positions, unless a fold is running: with no
+-- service running, plain-SQL writes keep what readers must add up bounded.
 
 -- Which (session, name) had an EVENT in which UTC hour, for the events up to
 -- stats_names_folded.position.
@@ -54,9 +61,13 @@ CREATE TABLE IF NOT EXISTS stats_names_folded (
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS first_ts bigint;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_ts bigint;
 
--- 004's fold, plus the presences of the events since the last fold. Holds the
--- writers' lock (the trigger already does), so the events up to the new watermark
--- are all there is below it, and a psql call cannot race a writer's fold.
+-- 004's fold, plus the presences of the events since the last fold. It takes its
+-- own lock (727401, 2), not the writers' one: folds run one at a time, while
+-- writers go on. That stays exact: each statement below runs after the lock and
+-- sees every fold before it (hence READ COMMITTED only); a writer that has not
+-- committed appends deltas the DELETE does not see and holds positions above
+-- every committed one (writers are serialised), so the committed events up to
+-- `head` are all there will ever be below it.
 --
 -- New presences (those the INSERT ... ON CONFLICT DO NOTHING really added) are
 -- placed among the pair's older ones: the nearest older hour before (old_prev)
@@ -81,7 +92,10 @@ DECLARE
     folded bigint;
     head bigint;
 BEGIN
-    PERFORM pg_advisory_xact_lock(727401, 1);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'stats_fold() needs READ COMMITTED: a snapshot older than the previous fold would count its work twice';
+    END IF;
+    PERFORM pg_advisory_xact_lock(727401, 2);
     WITH gone AS (
         DELETE FROM stats_event_deltas RETURNING minute_ms, name_id, events
     ), per_minute AS (
@@ -145,7 +159,18 @@ BEGIN
     UPDATE stats_names_folded SET position = head;
 END $$;
 
--- 004's statement trigger, plus the time span of each session's entries.
+-- The trigger's fold: none when another fold holds the lock (the writer must not
+-- wait for it) or when the writer's transaction is not READ COMMITTED.
+CREATE OR REPLACE FUNCTION stats_try_fold() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('transaction_isolation') = 'read committed' AND pg_try_advisory_xact_lock(727401, 2) THEN
+        PERFORM stats_fold();
+    END IF;
+END $$;
+
+-- 004's statement trigger, plus the time span of each session's entries, and
+-- folding only every 1,000,000 positions (see above).
 CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -195,19 +220,21 @@ BEGIN
 
     SELECT max(position), min(position) INTO top, bottom FROM new_rows;
     IF top IS NOT NULL THEN
-        IF top / 10000 > (bottom - 1) / 10000 THEN
-            PERFORM stats_fold();
+        IF top / 1000000 > (bottom - 1) / 1000000 THEN
+            PERFORM stats_try_fold();
         END IF;
         PERFORM pg_notify('eventservice_events', top::text);
     END IF;
     RETURN NULL;
 END $$;
 
--- Backfill from the base tables under the writers' lock, recomputing (not adding)
--- so a second run of this file is exact too.
+-- Backfill from the base tables under the writers' lock and the fold's (a fold
+-- meanwhile would add again what this counts), recomputing (not adding) so a
+-- second run of this file is exact too.
 DO $$
 BEGIN
     PERFORM pg_advisory_xact_lock(727401, 1);
+    PERFORM pg_advisory_xact_lock(727401, 2);
     TRUNCATE stats_name_session_hours, stats_name_hours;
     INSERT INTO stats_name_session_hours (session_id, name_id, hour_ms)
     SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT';

@@ -208,6 +208,10 @@ LISTEN_CHANNEL = "eventservice_events"
 # ($1–$6). Every read of one response runs in one REPEATABLE READ snapshot, so
 # the figures agree with each other.
 
+# Moves what the trigger appended into the rollups and adds the name presences of
+# the events since the last fold (schema/005_stats_sessions.sql); app/store/watch.py.
+STATS_FOLD = "SELECT stats_fold()"
+
 # For the stats transaction only: room to sort and hash in memory, and a plan made
 # for each request's own range. A prepared statement otherwise switches to one
 # generic plan after five runs, which does not know whether a range holds a

@@ -332,6 +332,11 @@ class EventBuckets(NamedTuple):
 
 
 @_translated
+async def stats_fold(conn: asyncpg.Connection) -> None:
+    await conn.execute(queries.STATS_FOLD)
+
+
+@_translated
 async def stats_settings(conn: asyncpg.Connection) -> None:
     """Memory to sort and hash in, and custom plans, for this transaction only."""
     await conn.execute(queries.STATS_SETTINGS)

@@ -1,10 +1,15 @@
-"""Background checks of the database that ingest depends on: the insert lock, batch_id retention.
+"""Background upkeep of the database: the insert lock, batch_id retention, the stats fold.
 
 The insert lock (schema/001: every INSERT into events takes advisory lock
 727401,1 until its transaction ends) is what a forgotten plain-SQL transaction
 holds to stall all ingest. Writers give up after INGEST_LOCK_TIMEOUT_SECONDS; this
 watch makes the cause visible: /readyz answers 503 naming the holder, one log line
 names it, /metrics shows how long it has been held.
+
+The stats fold (schema/005_stats_sessions.sql stats_fold) runs here, about once a
+second, rather than inside a writer's statement: the writers are serialised, so
+every millisecond spent there is ingest throughput lost, while here it runs beside
+them. Readers add up whatever is not folded yet, so how often only bounds that.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ log = logging.getLogger("eventservice.watch")
 
 CHECK_SECONDS = 1.0
 PRUNE_SLICE = 10_000
+FOLD_SECONDS = 1.0
+FOLD_TIMEOUT_SECONDS = 300.0  # a first fold after plain-SQL writers loaded millions of events
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +55,7 @@ class LockHolder:
 
 
 class Watch(Background):
-    """`async with` it: two periodic checks, cancelled on exit (nothing of theirs needs finishing)."""
+    """`async with` it: three periodic jobs, cancelled on exit (nothing of theirs needs finishing)."""
 
     def __init__(self, pool: asyncpg.Pool, lock_report_seconds: float, retention_hours: float) -> None:
         super().__init__()
@@ -65,6 +72,7 @@ class Watch(Background):
         return {
             "watch-lock": lambda: self._every(CHECK_SECONDS, self.check_lock),
             "watch-prune": lambda: self._every(self._prune_every, self.prune_batch_ids),
+            "watch-fold": lambda: self._every(FOLD_SECONDS, self.fold_stats),
         }
 
     async def _every(self, seconds: float, check: Callable[[], Awaitable[object]]) -> None:
@@ -100,6 +108,10 @@ class Watch(Background):
                 holder.pid,
             )
         return holder
+
+    async def fold_stats(self) -> None:
+        async with asyncio.timeout(FOLD_TIMEOUT_SECONDS), store.connection(self._pool, timeout=None) as conn:
+            await store.stats_fold(conn)
 
     async def prune_batch_ids(self) -> int:
         pruned = 0

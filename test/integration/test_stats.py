@@ -11,10 +11,13 @@ must equal it for many ranges, including sub-minute edges and single millisecond
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import random
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,12 +366,36 @@ RECOUNT_SPANS = "SELECT session_id, min(ts), max(ts) FROM events GROUP BY sessio
 
 
 async def assert_rollups_exact(sql: asyncpg.Connection) -> None:
-    assert await sql.fetch(ROLLUP_EVENTS) == await sql.fetch(RECOUNT_EVENTS)
-    assert await sql.fetch(ROLLUP_HOURS) == await sql.fetch(RECOUNT_HOURS)
-    assert await sql.fetch(ROLLUP_SESSIONS) == await sql.fetch(RECOUNT_SESSIONS)
-    assert await sql.fetch(PRESENCES) == await sql.fetch(RECOUNT_PRESENCES)
-    assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
-    assert [tuple(r) for r in await sql.fetch(SPANS)] == [tuple(r) for r in await sql.fetch(RECOUNT_SPANS)]
+    """In one snapshot: the service folds beside us."""
+    async with sql.transaction(isolation="repeatable_read", readonly=True):
+        assert await sql.fetch(ROLLUP_EVENTS) == await sql.fetch(RECOUNT_EVENTS)
+        assert await sql.fetch(ROLLUP_HOURS) == await sql.fetch(RECOUNT_HOURS)
+        assert await sql.fetch(ROLLUP_SESSIONS) == await sql.fetch(RECOUNT_SESSIONS)
+        assert await sql.fetch(PRESENCES) == await sql.fetch(RECOUNT_PRESENCES)
+        assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
+        assert [tuple(r) for r in await sql.fetch(SPANS)] == [tuple(r) for r in await sql.fetch(RECOUNT_SPANS)]
+
+
+@contextlib.asynccontextmanager
+async def folds_paused(url: str) -> AsyncIterator[None]:
+    """Hold the fold's lock (727401, 2) from a connection of our own: the service's fold
+    waits, the trigger's skips, so what was appended stays unfolded meanwhile."""
+    holder = await asyncpg.connect(url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock(727401, 2)")
+        yield
+    finally:
+        await holder.close()
+
+
+async def unfolded(sql: asyncpg.Connection) -> tuple[int, int, int]:
+    """Event deltas, session deltas and events past the presences' watermark."""
+    row = await sql.fetchrow(
+        f"""SELECT (SELECT count(*) FROM stats_event_deltas), (SELECT count(*) FROM stats_session_deltas),
+                   ({UNFOLDED_EVENTS})"""
+    )
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 async def migrate_analytics_again(sql: asyncpg.Connection) -> None:
@@ -395,32 +422,61 @@ async def test_rollups_equal_a_recount_and_migration_rerun_is_exact(
 
 
 async def test_folding_deltas_changes_no_figure(service: Service, sql: asyncpg.Connection, loaded: Model) -> None:
-    """Deltas counted where they are, then folded into the rollups: the same figures either way."""
+    """Deltas and events past the watermark counted where they are, then folded: the same figures either way."""
     rng = random.Random(11)
-    for i, rows in enumerate([generate(rng, T0 + 2 * HOUR, 10, DAY) for _ in range(3)]):
-        await insert(sql, loaded, rows)
-        if i == 1:
-            assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") > 0
-            assert await sql.fetchval(UNFOLDED_EVENTS) > 0
-            await check_all(service, loaded, 4)
-            await sql.execute("SELECT stats_fold()")
-            assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
-            assert await sql.fetchval("SELECT count(*) FROM stats_session_deltas") == 0
-            assert await sql.fetchval(UNFOLDED_EVENTS) == 0
+    async with folds_paused(service.database_url):
+        for rows in [generate(rng, T0 + 2 * HOUR, 10, DAY) for _ in range(2)]:
+            await insert(sql, loaded, rows)
+        deltas, session_deltas, past_watermark = await unfolded(sql)
+        assert deltas > 0 and session_deltas > 0 and past_watermark > 0
+        await check_all(service, loaded, 4)
+    await sql.execute("SELECT stats_fold()")
+    assert await unfolded(sql) == (0, 0, 0)
+    await insert(sql, loaded, generate(rng, T0 + 2 * HOUR, 10, DAY))
     await assert_rollups_exact(sql)
     await check_all(service, loaded, 5)
 
 
-async def test_a_statement_crossing_a_fold_point_folds(sql: asyncpg.Connection, loaded: Model) -> None:
-    """The trigger folds when positions cross a multiple of 10,000: the deltas stay bounded."""
-    head = await sql.fetchval("SELECT max(position) FROM events")
-    rows: list[Row] = []
-    sid = str(uuid.uuid4())
-    rows.append((sid, "SESSION_START", T0 + 3 * DAY, None))
-    rows += [(sid, "EVENT", T0 + 3 * DAY + i, NAMES[i % len(NAMES)]) for i in range(10_000 - head % 10_000 + 5)]
-    await insert(sql, loaded, rows)
-    assert await sql.fetchval("SELECT count(*) FROM stats_event_deltas") == 0
+async def test_the_service_folds_within_seconds(service: Service, sql: asyncpg.Connection, loaded: Model) -> None:
+    await insert(sql, loaded, generate(random.Random(12), T0 + 3 * HOUR, 5, DAY))
+    deadline = time.monotonic() + 20
+    while await unfolded(sql) != (0, 0, 0):
+        assert time.monotonic() < deadline, f"nothing folded what the trigger appended: {await unfolded(sql)}"
+        await asyncio.sleep(0.1)
     await assert_rollups_exact(sql)
+
+
+async def test_writers_fold_every_million_positions_unless_a_fold_runs(postgres: test_postgres.TestPostgres) -> None:
+    """With no service folding, a statement crossing a multiple of 1,000,000 positions
+    folds; while another fold holds the lock, it skips instead of waiting."""
+    from app.store import db as app_db
+
+    url = await postgres.create_database("writer_folds")
+    await app_db.migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        model = Model()
+
+        async def cross_a_million() -> None:
+            head = await conn.fetchval("SELECT coalesce(max(position), base) FROM events, stream_meta GROUP BY base")
+            await conn.execute(f"ALTER TABLE events ALTER COLUMN position RESTART WITH {head - head % 1_000_000 + 999_998}")
+            sid = str(uuid.uuid4())
+            await insert(conn, model, [(sid, "SESSION_START", T0, None), *((sid, "EVENT", T0 + i, "view") for i in range(4))])
+
+        first = str(uuid.uuid4())
+        await insert(conn, model, [(first, "SESSION_START", T0, None), (first, "EVENT", T0, "view")])
+        assert await unfolded(conn) == (1, 1, 2)
+        await cross_a_million()
+        assert await unfolded(conn) == (0, 0, 0)
+        async with folds_paused(url):
+            await asyncio.wait_for(cross_a_million(), 10)  # not blocked by the held lock
+            assert await unfolded(conn) == (1, 1, 5)
+        await assert_rollups_exact(conn)
+        async with conn.transaction(isolation="repeatable_read"):
+            with pytest.raises(asyncpg.RaiseError, match="READ COMMITTED"):
+                await conn.execute("SELECT stats_fold()")
+    finally:
+        await conn.close()
 
 
 async def test_websocket_ingest_counts_too(service: Service, loaded: Model) -> None:
@@ -566,7 +622,8 @@ async def test_name_sessions_exact_whatever_order_hours_arrive(
         await insert(sql, model, [(sids[s], "EVENT", base + hour * HOUR + offset, name) for s, name, hour, offset in events])
         if fold:
             await sql.execute("SELECT stats_fold()")
-        assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
+        async with sql.transaction(isolation="repeatable_read", readonly=True):  # the service folds too
+            assert await sql.fetch(ROLLUP_NAME_HOURS) == await sql.fetch(RECOUNT_NAME_HOURS)
         for lo, hi in itertools.pairwise(sorted({base + c for c in cuts})):
             assert await stat(service, "/stats/names", [("from", lo), ("to", hi)]) == brute_names(model, lo, hi, 50), (lo, hi)
 
