@@ -192,6 +192,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         conn = await app_db.connect(db.url)
         await conn.execute(queries.STATS_SETTINGS.replace("LOCAL ", ""))  # as the service's stats transactions
         name_ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, NAMES)}
+        watermark = await conn.fetchval(queries.STATS_NAMES_WATERMARK)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
                 cases: list[tuple[str, st.Range, str, list[tuple[str, Any]], int, list[tuple[str, list[Any]]]]] = []
@@ -243,7 +244,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                                 ("counts from rollups", [queries.STATS_NAME_COUNTS, *b, 50]),
                                 (
                                     "distinct sessions",
-                                    [queries.STATS_NAME_SESSIONS, *hs[:2], list(name_ids.values()), *hs[2:]],
+                                    [queries.STATS_NAME_SESSIONS, *hs[:2], list(name_ids.values()), *hs[2:], watermark],
                                 ),
                             ],
                         ),

@@ -412,7 +412,8 @@ async def stats_name_sessions(
     """Distinct sessions with an EVENT of each name in a range given as
     (whole hours, head, tail): app/reads/stats.py hour_split."""
     hours_lo, hours_hi, *edges = split
-    rows = await conn.fetch(queries.STATS_NAME_SESSIONS, hours_lo, hours_hi, name_ids, *edges)
+    watermark = await conn.fetchval(queries.STATS_NAMES_WATERMARK)
+    rows = await conn.fetch(queries.STATS_NAME_SESSIONS, hours_lo, hours_hi, name_ids, *edges, watermark)
     return {r[0]: int(r[1]) for r in rows}
 
 
