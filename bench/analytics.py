@@ -192,7 +192,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         conn = await app_db.connect(db.url)
         await conn.execute(queries.STATS_SETTINGS.replace("LOCAL ", ""))  # as the service's stats transactions
         name_ids = {r["name"]: r["id"] for r in await conn.fetch(queries.STATS_NAME_IDS, NAMES)}
-        watermark = await conn.fetchval(queries.STATS_NAMES_WATERMARK)
+        watermark = await conn.fetchval(queries.STATS_WATERMARK)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http:
                 cases: list[tuple[str, st.Range, str, list[tuple[str, Any]], int, list[tuple[str, list[Any]]]]] = []
@@ -201,8 +201,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                     (f"{args.days} d", whole, args.long_requests, "hour"),
                 ):
                     span = [("from", rng.start), ("to", rng.end)]
-                    b = st.split_range(rng).event_bounds()
-                    tb = st.split_range(rng, hours=bucket != "minute").event_bounds()
+                    b = (*st.split_range(rng).event_bounds(), watermark)
+                    tb = (*st.split_range(rng, hours=bucket != "minute").event_bounds(), watermark)
                     sb = st.split_range(rng, hours=False).session_bounds()
                     hs = st.hour_split(rng)
                     size = st.BUCKETS[bucket]

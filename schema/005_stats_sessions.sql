@@ -15,23 +15,30 @@
 -- the range. stats_name_hours counts those presences per (hour, name, previous
 -- hour), a few rows per hour and name, so 30 days read tens of thousands of rows.
 --
--- Unlike 004's counts, presences are not touched by every insert: finding out
--- whether a pair is new takes an index probe per pair, and every batch's
--- statement runs while holding the writers' lock, so what it costs is ingest
--- throughput lost (bench ingest). stats_fold() adds the presences of every event
--- up to a watermark, set-based. Readers take what lies beyond the watermark (by
--- primary key) and the partial hours at a range's ends from events itself (see
--- queries.py STATS_NAME_SESSIONS); in one snapshot that is exact.
+-- Presences are not touched by every insert: finding out whether a pair is new
+-- takes an index probe per pair, and every batch's statement runs while holding
+-- the writers' lock, so what it costs is ingest throughput lost (bench ingest).
+-- stats_fold() adds the presences of every event up to a watermark, set-based.
+-- Readers take what lies beyond the watermark (by primary key) and the partial
+-- hours at a range's ends from events itself (see queries.py STATS_NAME_SESSIONS);
+-- in one snapshot that is exact.
 --
--- For the same reason the fold (004's deltas too) no longer runs inside a
--- writer's statement every 10,000 positions: the service calls stats_fold()
--- about once a second from its own connection (app/store/watch.py), beside the
--- writers, not between them. The trigger still folds itself when a statement
--- crosses a multiple of 1,000,000 positions, unless a fold is running: with no
--- service running, plain-SQL writes keep what readers must add up bounded.
+-- For the same reason 004's per-minute counts of EVENTs move behind the same
+-- watermark: appending their deltas was most of what 004 added to every insert
+-- (the trigger's time per event, 100-event statements: 001-003 5.7 us, with
+-- 004+005 7.3 us, without the event deltas 5.8 us). The trigger keeps only the
+-- session start moves (they need the start before its own upsert changes it),
+-- and the fold counts the events past the watermark into the rollups.
+--
+-- The fold no longer runs inside a writer's statement every 10,000 positions
+-- either: the service calls stats_fold() about once a second from its own
+-- connection (app/store/watch.py), beside the writers, not between them. The
+-- trigger still folds when a statement crosses a multiple of 1,000,000 positions,
+-- unless a fold is running: with no service running, plain-SQL writes keep what
+-- readers must add up bounded.
 
 -- Which (session, name) had an EVENT in which UTC hour, for the events up to
--- stats_names_folded.position.
+-- stats_folded.position (as are 004's stats_event_minutes and stats_event_hours).
 CREATE TABLE IF NOT EXISTS stats_name_session_hours (
     session_id uuid    NOT NULL,
     name_id    integer NOT NULL,
@@ -48,8 +55,8 @@ CREATE TABLE IF NOT EXISTS stats_name_hours (
     PRIMARY KEY (hour_ms, name_id, prev_hour_ms)
 );
 
--- The last position whose events the two tables above include.
-CREATE TABLE IF NOT EXISTS stats_names_folded (
+-- The last position whose events the presences and the EVENT counts include.
+CREATE TABLE IF NOT EXISTS stats_folded (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     position  bigint  NOT NULL
 );
@@ -61,7 +68,8 @@ CREATE TABLE IF NOT EXISTS stats_names_folded (
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS first_ts bigint;
 ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_ts bigint;
 
--- 004's fold, plus the presences of the events since the last fold. It takes its
+-- 004's fold of the session deltas, plus the EVENT counts and the presences of
+-- the events since the last fold (then the watermark moves to them). It takes its
 -- own lock (727401, 2), not the writers' one: folds run one at a time, while
 -- writers go on. That stays exact: each statement below runs after the lock and
 -- sees every fold before it (hence READ COMMITTED only); a writer that has not
@@ -97,9 +105,23 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(727401, 2);
     WITH gone AS (
-        DELETE FROM stats_event_deltas RETURNING minute_ms, name_id, events
-    ), per_minute AS (
-        SELECT minute_ms, name_id, sum(events) AS events FROM gone GROUP BY 1, 2
+        DELETE FROM stats_session_deltas RETURNING minute_ms, started
+    )
+    INSERT INTO stats_session_minutes AS m (minute_ms, started)
+    SELECT minute_ms, sum(started) FROM gone GROUP BY 1
+    ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
+
+    SELECT position INTO folded FROM stats_folded;
+    SELECT max(position) INTO head FROM events;
+    IF head IS NULL OR head <= folded THEN
+        RETURN;
+    END IF;
+
+    WITH per_minute AS (
+        SELECT ts - ts % 60000 AS minute_ms, name_id, count(*) AS events
+          FROM events
+         WHERE position > folded AND position <= head AND type = 'EVENT'
+         GROUP BY 1, 2
     ), minutes AS (
         INSERT INTO stats_event_minutes AS r (minute_ms, name_id, events)
         SELECT minute_ms, name_id, events FROM per_minute
@@ -109,18 +131,6 @@ BEGIN
     SELECT minute_ms - minute_ms % 3600000, name_id, sum(events) FROM per_minute GROUP BY 1, 2
     ON CONFLICT (hour_ms, name_id) DO UPDATE SET events = h.events + EXCLUDED.events;
 
-    WITH gone AS (
-        DELETE FROM stats_session_deltas RETURNING minute_ms, started
-    )
-    INSERT INTO stats_session_minutes AS m (minute_ms, started)
-    SELECT minute_ms, sum(started) FROM gone GROUP BY 1
-    ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
-
-    SELECT position INTO folded FROM stats_names_folded;
-    SELECT max(position) INTO head FROM events;
-    IF head IS NULL OR head <= folded THEN
-        RETURN;
-    END IF;
     WITH added AS (
         INSERT INTO stats_name_session_hours AS p (session_id, name_id, hour_ms)
         SELECT DISTINCT session_id, name_id, ts - ts % 3600000
@@ -156,7 +166,7 @@ BEGIN
      GROUP BY 1, 2, 3
     HAVING sum(sessions) <> 0
     ON CONFLICT (hour_ms, name_id, prev_hour_ms) DO UPDATE SET sessions = n.sessions + EXCLUDED.sessions;
-    UPDATE stats_names_folded SET position = head;
+    UPDATE stats_folded SET position = head;
 END $$;
 
 -- The trigger's fold: none when another fold holds the lock (the writer must not
@@ -169,22 +179,16 @@ BEGIN
     END IF;
 END $$;
 
--- 004's statement trigger, plus the time span of each session's entries, and
--- folding only every 1,000,000 positions (see above).
+-- 004's statement trigger without the EVENT deltas, plus the time span of each
+-- session's entries, and folding only every 1,000,000 positions (see above).
 CREATE OR REPLACE FUNCTION events_after_insert() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     top bigint;
     bottom bigint;
 BEGIN
-    -- 004: the event deltas, and the start moves read before the upsert below changes them.
-    WITH event_deltas AS (
-        INSERT INTO stats_event_deltas (minute_ms, name_id, events)
-        SELECT ts - ts % 60000, name_id, count(*)
-          FROM new_rows
-         WHERE type = 'EVENT'
-         GROUP BY 1, 2
-    ), starts AS (
+    -- 004: the start moves, read before the upsert below changes them.
+    WITH starts AS (
         SELECT session_id, min(ts) AS new_start
           FROM new_rows
          WHERE type = 'SESSION_START'
@@ -235,6 +239,14 @@ DO $$
 BEGIN
     PERFORM pg_advisory_xact_lock(727401, 1);
     PERFORM pg_advisory_xact_lock(727401, 2);
+    -- 004's counts of EVENTs, recounted here so that they count exactly the events
+    -- up to the watermark set below (004 left deltas beside them, which no trigger
+    -- appends any more).
+    TRUNCATE stats_event_minutes, stats_event_hours, stats_event_deltas;
+    INSERT INTO stats_event_minutes (minute_ms, name_id, events)
+    SELECT ts - ts % 60000, name_id, count(*) FROM events WHERE type = 'EVENT' GROUP BY 1, 2;
+    INSERT INTO stats_event_hours (hour_ms, name_id, events)
+    SELECT minute_ms - minute_ms % 3600000, name_id, sum(events) FROM stats_event_minutes GROUP BY 1, 2;
     TRUNCATE stats_name_session_hours, stats_name_hours;
     INSERT INTO stats_name_session_hours (session_id, name_id, hour_ms)
     SELECT DISTINCT session_id, name_id, ts - ts % 3600000 FROM events WHERE type = 'EVENT';
@@ -244,7 +256,7 @@ BEGIN
                    coalesce(lag(hour_ms) OVER (PARTITION BY session_id, name_id ORDER BY hour_ms), -1) AS prev_hour_ms
               FROM stats_name_session_hours) AS p
      GROUP BY 1, 2, 3;
-    INSERT INTO stats_names_folded (position) VALUES (coalesce((SELECT max(position) FROM events), 0))
+    INSERT INTO stats_folded (position) VALUES (coalesce((SELECT max(position) FROM events), 0))
     ON CONFLICT (singleton) DO UPDATE SET position = EXCLUDED.position;
     UPDATE sessions s
        SET first_ts = e.first_ts, last_ts = e.last_ts
@@ -253,5 +265,7 @@ BEGIN
        AND (s.first_ts IS DISTINCT FROM e.first_ts OR s.last_ts IS DISTINCT FROM e.last_ts);
 END $$;
 
+ANALYZE stats_event_minutes;
+ANALYZE stats_event_hours;
 ANALYZE stats_name_session_hours;
 ANALYZE stats_name_hours;

@@ -31,8 +31,8 @@ Parser = Callable[[Params, st.Range], dict[str, Any]]
 _FUNNEL_CHUNK = 50_000
 
 
-def _bounds(rng: st.Range) -> store.EventBounds:
-    return st.split_range(rng).event_bounds()
+def _bounds(rng: st.Range, watermark: int, *, hours: bool = True) -> store.EventBounds:
+    return (*st.split_range(rng, hours=hours).event_bounds(), watermark)
 
 
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 
 async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
-    totals = await store.stats_event_totals(conn, _bounds(rng))
+    totals = await store.stats_event_totals(conn, _bounds(rng, await store.stats_watermark(conn)))
     groups = await store.stats_session_groups(conn, rng.start, rng.end, st.DURATION_BOUNDS)
     per_session: dict[int, int] = {}
     by_duration_bucket: dict[int, int] = {}
@@ -100,14 +100,15 @@ def _timeseries_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     bucket, size, wanted = options["bucket"], options["size"], options["names"]
-    bounds = st.split_range(rng, hours=bucket != "minute").event_bounds()
+    watermark = await store.stats_watermark(conn)
+    bounds = _bounds(rng, watermark, hours=bucket != "minute")
     session_bounds = st.split_range(rng, hours=False).session_bounds()
     series_names: list[tuple[str, int | None]]
     if wanted:
         ids = await store.stats_name_ids(conn, wanted)
         series_names = [(name, ids.get(name)) for name in wanted]
     else:
-        top = await store.stats_name_counts(conn, _bounds(rng), st.DEFAULT_TOP_NAMES)
+        top = await store.stats_name_counts(conn, _bounds(rng, watermark), st.DEFAULT_TOP_NAMES)
         series_names = [(r.name, r.name_id) for r in top]
     starts = st.bucket_starts(rng, size)
     started = await store.stats_session_buckets(conn, session_bounds, size)
@@ -132,10 +133,11 @@ def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
     limit = options["limit"]
-    top = await store.stats_name_counts(conn, _bounds(rng), limit)
+    watermark = await store.stats_watermark(conn)
+    top = await store.stats_name_counts(conn, _bounds(rng, watermark), limit)
     sessions: dict[int, int] = {}
     if top:
-        sessions = await store.stats_name_sessions(conn, st.hour_split(rng), [r.name_id for r in top])
+        sessions = await store.stats_name_sessions(conn, st.hour_split(rng), watermark, [r.name_id for r in top])
     return {
         "from": rng.start,
         "to": rng.end,

@@ -202,14 +202,15 @@ LISTEN_CHANNEL = "eventservice_events"
 # A range [from, to) of EVENTs is read as its whole hours from the hourly rollup
 # ($1, $2), the whole minutes outside them from the per-minute rollup ($3–$6), and
 # the partial minutes at its edges from events itself ($7–$10); (0, 0) marks an
-# empty part, see app/reads/stats.py split_range. The trigger's deltas not yet folded
-# into the rollups (at most ~10,000 rows, schema/004_stats.sql) count wherever
-# their minute lies among the whole minutes and hours. Sessions use minutes and edges only
-# ($1–$6). Every read of one response runs in one REPEATABLE READ snapshot, so
-# the figures agree with each other.
+# empty part, see app/reads/stats.py split_range. The rollups count the events up
+# to the fold's watermark $11 (STATS_WATERMARK, schema/005_stats_sessions.sql); the
+# events past it (about a second of ingest, by primary key) count wherever they lie
+# among the whole minutes and hours. Sessions use minutes and edges only ($1–$6),
+# plus the trigger's deltas not yet folded. Every read of one response runs in one
+# REPEATABLE READ snapshot, so the figures agree with each other.
 
-# Moves what the trigger appended into the rollups and adds the name presences of
-# the events since the last fold (schema/005_stats_sessions.sql); app/store/watch.py.
+# Moves the session deltas the trigger appended into the rollup, and counts the events
+# since the last fold (schema/005_stats_sessions.sql); app/store/watch.py.
 STATS_FOLD = "SELECT stats_fold()"
 
 # For the stats transaction only: room to sort and hash in memory, and a plan made
@@ -218,6 +219,10 @@ STATS_FOLD = "SELECT stats_fold()"
 # thousand sessions or all of them (the 30-day summary: 320 ms custom, 550 ms
 # generic, bench stats).
 STATS_SETTINGS = "SET LOCAL work_mem = '64MB'; SET LOCAL plan_cache_mode = force_custom_plan"
+
+# The last position the fold counted: a parameter of the queries below rather than a
+# subquery, so their plans know how few events lie past it.
+STATS_WATERMARK = "SELECT position FROM stats_folded"
 
 _EVENTS_IN_RANGE = """
     SELECT hour_ms AS ts, name_id, events AS n FROM stats_event_hours
@@ -229,8 +234,9 @@ _EVENTS_IN_RANGE = """
     SELECT minute_ms, name_id, events FROM stats_event_minutes
      WHERE minute_ms >= $5 AND minute_ms < $6
     UNION ALL
-    SELECT minute_ms, name_id, events FROM stats_event_deltas
-     WHERE minute_ms >= $1 AND minute_ms < $2 OR minute_ms >= $3 AND minute_ms < $4 OR minute_ms >= $5 AND minute_ms < $6
+    SELECT ts, name_id, 1 FROM events
+     WHERE position > $11 AND type = 'EVENT'
+       AND (ts >= $1 AND ts < $2 OR ts >= $3 AND ts < $4 OR ts >= $5 AND ts < $6)
     UNION ALL
     SELECT ts, name_id, 1 FROM events WHERE type = 'EVENT' AND ts >= $7 AND ts < $8
     UNION ALL
@@ -256,7 +262,7 @@ SELECT n.id AS name_id, n.name, c.events
   JOIN event_names n ON n.id = c.name_id
  WHERE c.events > 0
  ORDER BY c.events DESC, n.name COLLATE "C"
- LIMIT $11
+ LIMIT $12
 """
 
 # EVENTs in the range and how many distinct names they carry.
@@ -266,14 +272,14 @@ SELECT coalesce(sum(events), 0)::bigint AS events, count(*) AS names
  WHERE c.events > 0
 """
 
-# Per bucket ($11: its size in ms) in one pass over the range: the total of every
-# name (is_total) and the count of each name of $12 (the series). Timestamps are
+# Per bucket ($12: its size in ms) in one pass over the range: the total of every
+# name (is_total) and the count of each name of $13 (the series). Timestamps are
 # >= 0, so integer division floors; an hourly row lands in its hour's bucket, which
 # is why minute buckets are given no hours.
 STATS_EVENT_BUCKETS = f"""
 SELECT bucket, series, GROUPING(series) = 1 AS is_total, sum(n)::bigint AS n
-  FROM (SELECT (ts / $11) * $11 AS bucket,
-               CASE WHEN name_id = ANY($12::int[]) THEN name_id END AS series,
+  FROM (SELECT (ts / $12) * $12 AS bucket,
+               CASE WHEN name_id = ANY($13::int[]) THEN name_id END AS series,
                n
           FROM ({_EVENTS_IN_RANGE}) AS x) AS y
  GROUP BY GROUPING SETS ((bucket), (bucket, series))
@@ -293,13 +299,11 @@ SELECT (ts / $7) * $7 AS bucket, sum(n)::bigint AS n
 # watermark: each pair present there counts once, at its first hour in the range,
 # whose previous presence lies before $1. Then the pairs of the edges (BRIN index
 # events_ts_brin, at most two hours of events) and of the events past the
-# watermark $8 (STATS_NAMES_WATERMARK; by primary key, about a second of ingest)
+# watermark $8 (STATS_WATERMARK; by primary key, about a second of ingest)
 # count when they have no presence in the whole hours (a primary-key probe each).
 # The watermark is a parameter, not a subquery, so the plan knows how few events
 # lie past it (as a subquery it was estimated at a third of all events, and the
 # plan hashed every presence of the range instead of probing: 76 ms -> 1.5 s).
-STATS_NAMES_WATERMARK = "SELECT position FROM stats_names_folded"
-
 STATS_NAME_SESSIONS = """
 SELECT name_id, sum(n)::bigint AS sessions
   FROM (SELECT name_id, sessions AS n FROM stats_name_hours

@@ -28,8 +28,9 @@ T = TypeVar("T")
 
 # A stats range as half-open [lo, hi) pairs, (0, 0) when empty (app/reads/stats.py
 # split_range): for EVENTs, whole hours, whole minutes at the head and at the tail,
-# raw minutes at the head and at the tail; for sessions, whole minutes and raw edges.
-EventBounds = tuple[int, int, int, int, int, int, int, int, int, int]
+# raw minutes at the head and at the tail, then the fold's watermark (stats_watermark);
+# for sessions, whole minutes and raw edges.
+EventBounds = tuple[int, int, int, int, int, int, int, int, int, int, int]
 SessionBounds = tuple[int, int, int, int, int, int]
 
 
@@ -337,6 +338,12 @@ async def stats_fold(conn: asyncpg.Connection) -> None:
 
 
 @_translated
+async def stats_watermark(conn: asyncpg.Connection) -> int:
+    """The last stream position the rollups and presences count (schema/005_stats_sessions.sql)."""
+    return int(await conn.fetchval(queries.STATS_WATERMARK))
+
+
+@_translated
 async def stats_settings(conn: asyncpg.Connection) -> None:
     """Memory to sort and hash in, and custom plans, for this transaction only."""
     await conn.execute(queries.STATS_SETTINGS)
@@ -407,12 +414,11 @@ async def stats_session_buckets(conn: asyncpg.Connection, bounds: SessionBounds,
 
 @_translated
 async def stats_name_sessions(
-    conn: asyncpg.Connection, split: tuple[int, int, int, int, int, int], name_ids: list[int]
+    conn: asyncpg.Connection, split: tuple[int, int, int, int, int, int], watermark: int, name_ids: list[int]
 ) -> dict[int, int]:
     """Distinct sessions with an EVENT of each name in a range given as
     (whole hours, head, tail): app/reads/stats.py hour_split."""
     hours_lo, hours_hi, *edges = split
-    watermark = await conn.fetchval(queries.STATS_NAMES_WATERMARK)
     rows = await conn.fetch(queries.STATS_NAME_SESSIONS, hours_lo, hours_hi, name_ids, *edges, watermark)
     return {r[0]: int(r[1]) for r in rows}
 
