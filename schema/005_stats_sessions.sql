@@ -37,6 +37,14 @@
 -- unless a fold is running: with no service running, plain-SQL writes keep what
 -- readers must add up bounded.
 
+-- First the writers' lock, then the fold's, in the order writers and folds take
+-- them: the ALTER TABLE on sessions below waits for nothing a writer holding the
+-- writers' lock could wait on in turn (its trigger upserts sessions). Transaction
+-- locks: held to the end of the service's one transaction for this file (psql
+-- running it as an initdb script releases them at once, with no writer around).
+SELECT pg_advisory_xact_lock(727401, 1);
+SELECT pg_advisory_xact_lock(727401, 2);
+
 -- Which (session, name) had an EVENT in which UTC hour, for the events up to
 -- stats_folded.position (as are 004's stats_event_minutes and stats_event_hours).
 CREATE TABLE IF NOT EXISTS stats_name_session_hours (
@@ -112,7 +120,11 @@ BEGIN
     ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
 
     SELECT position INTO folded FROM stats_folded;
-    SELECT max(position) INTO head FROM events;
+    -- At most 1,000,000 events per call, so a fold behind (plain-SQL loads with no
+    -- service running) catches up in steps that each finish and commit. Counted in
+    -- events, not positions: positions have gaps (rollbacks, the random base).
+    head := coalesce((SELECT position FROM events WHERE position > folded ORDER BY position OFFSET 999999 LIMIT 1),
+                     (SELECT max(position) FROM events));
     IF head IS NULL OR head <= folded THEN
         RETURN;
     END IF;

@@ -333,8 +333,10 @@ class EventBuckets(NamedTuple):
 
 
 @_translated
-async def stats_fold(conn: asyncpg.Connection) -> None:
-    await conn.execute(queries.STATS_FOLD)
+async def stats_fold(conn: asyncpg.Connection, timeout: float) -> None:
+    """READ COMMITTED whatever the database's default: the fold refuses anything else."""
+    async with conn.transaction(isolation="read_committed"):
+        await conn.execute(queries.STATS_FOLD, timeout=timeout)
 
 
 @_translated

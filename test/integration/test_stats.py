@@ -434,6 +434,31 @@ async def test_the_service_folds_within_seconds(service: Service, sql: asyncpg.C
     await assert_rollups_exact(sql)
 
 
+async def test_the_fold_runs_whatever_the_databases_default_isolation(
+    postgres: test_postgres.TestPostgres, start_service: Any
+) -> None:
+    """stats_fold() refuses anything but READ COMMITTED; the service asks for it explicitly."""
+    url = await postgres.create_database("fold_isolation")
+    admin = await asyncpg.connect(url)
+    try:
+        name = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'repeatable read'")
+    finally:
+        await admin.close()
+    await start_service(database_url=url)
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
+        sid = str(uuid.uuid4())
+        await insert(conn, Model(), [(sid, "SESSION_START", T0, None), (sid, "EVENT", T0, "view")])
+        deadline = time.monotonic() + 20
+        while await unfolded(conn) != (0, 0):
+            assert time.monotonic() < deadline, f"the service did not fold: {await unfolded(conn)}"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
 async def test_writers_fold_every_million_positions_unless_a_fold_runs(postgres: test_postgres.TestPostgres) -> None:
     """With no service folding, a statement crossing a multiple of 1,000,000 positions
     folds; while another fold holds the lock, it skips instead of waiting."""
