@@ -386,6 +386,14 @@ async def unfolded(sql: asyncpg.Connection) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+async def until_folded(sql: asyncpg.Connection, seconds: float = 20) -> None:
+    """Poll until the service's fold has taken everything (it runs about once a second)."""
+    deadline = time.monotonic() + seconds
+    while await unfolded(sql) != (0, 0):
+        assert time.monotonic() < deadline, f"the service did not fold: {await unfolded(sql)}"
+        await asyncio.sleep(0.1)
+
+
 async def migrate_analytics_again(sql: asyncpg.Connection) -> None:
     for path in ANALYTICS_MIGRATIONS:
         await sql.execute(path.read_text())
@@ -427,10 +435,7 @@ async def test_folding_deltas_changes_no_figure(service: Service, sql: asyncpg.C
 
 async def test_the_service_folds_within_seconds(service: Service, sql: asyncpg.Connection, loaded: Model) -> None:
     await insert(sql, loaded, generate(random.Random(12), T0 + 3 * HOUR, 5, DAY))
-    deadline = time.monotonic() + 20
-    while await unfolded(sql) != (0, 0):
-        assert time.monotonic() < deadline, f"nothing folded what the trigger appended: {await unfolded(sql)}"
-        await asyncio.sleep(0.1)
+    await until_folded(sql)
     await assert_rollups_exact(sql)
 
 
@@ -451,10 +456,7 @@ async def test_the_fold_runs_whatever_the_databases_default_isolation(
         assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
         sid = str(uuid.uuid4())
         await insert(conn, Model(), [(sid, "SESSION_START", T0, None), (sid, "EVENT", T0, "view")])
-        deadline = time.monotonic() + 20
-        while await unfolded(conn) != (0, 0):
-            assert time.monotonic() < deadline, f"the service did not fold: {await unfolded(conn)}"
-            await asyncio.sleep(0.1)
+        await until_folded(conn)
     finally:
         await conn.close()
 
