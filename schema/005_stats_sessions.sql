@@ -100,7 +100,10 @@ ALTER TABLE sessions ADD COLUMN IF NOT EXISTS last_ts bigint;
 -- probes are sequential scans, quadratic once the tables grow (loading 10 M events
 -- did not finish). Every probe here has an index; the sequential scans left are of
 -- the delta tables.
-CREATE OR REPLACE FUNCTION stats_fold() RETURNS void
+--
+-- stats_fold_up_to(n) folds at most n events; stats_fold() is what the service and
+-- the trigger call.
+CREATE OR REPLACE FUNCTION stats_fold_up_to(max_events integer) RETURNS void
 LANGUAGE plpgsql
 SET enable_seqscan = off
 AS $$
@@ -111,6 +114,9 @@ BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'stats_fold() needs READ COMMITTED: a snapshot older than the previous fold would count its work twice';
     END IF;
+    IF max_events < 1 THEN
+        RAISE EXCEPTION 'stats_fold_up_to(%): fold at least one event', max_events;
+    END IF;
     PERFORM pg_advisory_xact_lock(727401, 2);
     WITH gone AS (
         DELETE FROM stats_session_deltas RETURNING minute_ms, started
@@ -120,10 +126,10 @@ BEGIN
     ON CONFLICT (minute_ms) DO UPDATE SET started = m.started + EXCLUDED.started;
 
     SELECT position INTO folded FROM stats_folded;
-    -- At most 1,000,000 events per call, so a fold behind (plain-SQL loads with no
-    -- service running) catches up in steps that each finish and commit. Counted in
-    -- events, not positions: positions have gaps (rollbacks, the random base).
-    head := coalesce((SELECT position FROM events WHERE position > folded ORDER BY position OFFSET 999999 LIMIT 1),
+    -- At most max_events per call, so a fold behind (plain-SQL loads with no service
+    -- running) catches up in steps that each finish and commit. Counted in events,
+    -- not positions: positions have gaps (rollbacks, the random base).
+    head := coalesce((SELECT position FROM events WHERE position > folded ORDER BY position OFFSET max_events - 1 LIMIT 1),
                      (SELECT max(position) FROM events));
     IF head IS NULL OR head <= folded THEN
         RETURN;
@@ -179,6 +185,12 @@ BEGIN
     HAVING sum(sessions) <> 0
     ON CONFLICT (hour_ms, name_id, prev_hour_ms) DO UPDATE SET sessions = n.sessions + EXCLUDED.sessions;
     UPDATE stats_folded SET position = head;
+END $$;
+
+CREATE OR REPLACE FUNCTION stats_fold() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM stats_fold_up_to(1000000);
 END $$;
 
 -- The trigger's fold: none when another fold holds the lock (the writer must not

@@ -439,6 +439,37 @@ async def test_the_service_folds_within_seconds(service: Service, sql: asyncpg.C
     await assert_rollups_exact(sql)
 
 
+async def test_a_fold_behind_catches_up_in_bounded_steps(postgres: test_postgres.TestPostgres) -> None:
+    """stats_fold() takes at most 1,000,000 events a call (stats_fold_up_to(n) at most
+    n): between steps the watermark sits mid-way and every count is still exact."""
+    from app.store import db as app_db
+
+    url = await postgres.create_database("fold_steps")  # no service: nothing folds but us
+    await app_db.migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        model = Model()
+        rng = random.Random(21)
+        for _ in range(3):
+            await insert(conn, model, generate(rng, T0, 6, 3 * HOUR))
+            gap = conn.transaction()  # positions drawn and rolled back: a gap
+            await gap.start()
+            await conn.execute("INSERT INTO events (session_id, type, ts) SELECT gen_random_uuid(), 'SESSION_START', 0")
+            await gap.rollback()
+        behind = (await unfolded(conn))[1]
+        assert behind > 20
+        while behind:
+            await conn.execute("SELECT stats_fold_up_to(7)")
+            now_behind = (await unfolded(conn))[1]
+            assert now_behind == max(0, behind - 7)
+            behind = now_behind
+            await assert_rollups_exact(conn)
+        with pytest.raises(asyncpg.RaiseError, match="at least one"):
+            await conn.execute("SELECT stats_fold_up_to(0)")
+    finally:
+        await conn.close()
+
+
 async def test_the_fold_runs_whatever_the_databases_default_isolation(
     postgres: test_postgres.TestPostgres, start_service: Any
 ) -> None:
