@@ -3,7 +3,7 @@
 --
 -- Idempotent like 001: applied by the service at start-up and usable unchanged
 -- as a docker-entrypoint-initdb.d script (after 004, whose trigger function and
--- stats_fold() it replaces with supersets).
+-- stats_fold() it replaces).
 --
 -- GET /stats/names counts, per name, the distinct sessions with an EVENT of that
 -- name in a range. Scanning the events for that took 15 s for 30 days of 10 M
