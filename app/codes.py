@@ -26,7 +26,9 @@ class ErrorCode(StrEnum):
     # Access control (app/edge/auth.py).
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN_ORIGIN = "forbidden_origin"
-    # The /ws handshake's query string.
+    # POST /batch's body.
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    # The query string of /ws and POST /batch.
     UNKNOWN_PARAMETER = "unknown_parameter"
     INVALID_SESSION_ID = "invalid_session_id"
     INVALID_TIMESTAMP_UNIT = "invalid_timestamp_unit"

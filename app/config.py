@@ -91,7 +91,7 @@ class Settings:
     )
 
     max_frame_bytes: int = setting(
-        1024 * 1024, INGEST, "largest WebSocket frame; larger frames close the socket with 1009", minimum=64
+        1024 * 1024, INGEST, "largest batch: a /ws frame (larger: close 1009) or a POST /batch body (413)", minimum=64
     )
     max_batch_events: int = setting(10_000, INGEST, "most events in one batch (more: too_large)", minimum=1)
     max_data_bytes: int = setting(16 * 1024, INGEST, "largest event data object, as compact UTF-8 JSON", minimum=2)

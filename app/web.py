@@ -17,13 +17,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app import errors
 from app.config import Settings, load_settings
 from app.edge import security
+from app.ingest.flow import IngestLimits
 from app.ingest.names import NameCache
 from app.ingest.rate import IngestRateLimiter
 from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
 from app.reads.tree_cache import TreeCache
-from app.routes import health, metrics, openapi, page, session, sessions, stream, ws
+from app.routes import batch, health, metrics, openapi, page, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
@@ -93,7 +94,8 @@ def _tune_gc() -> None:
 
 
 def _ingest_routes(settings: Settings) -> list[BaseRoute]:
-    limits = ws.IngestLimits(
+    """The two doors of ingest, /ws and POST /batch, with one set of limits and rate buckets."""
+    limits = IngestLimits(
         max_inflight_batches=settings.max_inflight_batches,
         max_batch_events=settings.max_batch_events,
         max_data_bytes=settings.max_data_bytes,
@@ -106,7 +108,7 @@ def _ingest_routes(settings: Settings) -> list[BaseRoute]:
         rate_per_token=settings.ingest_rate_per_token,
         burst_per_token=settings.ingest_burst_per_token,
     )
-    return ws.routes(limits, rates)
+    return [*ws.routes(limits, rates), *batch.routes(limits, rates, settings.max_frame_bytes)]
 
 
 def _stream_endpoint(settings: Settings) -> stream.Endpoint:

@@ -7,7 +7,7 @@ request costs no database work.
 
 Endpoint kinds (by the first path segment):
 
-- ingest: `/ws` needs an ingest token when INGEST_TOKENS is set;
+- ingest: `/ws` and `/batch` need an ingest token when INGEST_TOKENS is set;
 - read: `/session/…`, `/sessions`, `/database_events`, `/stats/…`, `/metrics` need a read
   token when READ_TOKENS is set;
 - open: everything else (`/healthcheck`, `/readyz`, `/`, `/static/…`,
@@ -26,13 +26,14 @@ Tokens are compared as SHA-256 digests with hmac.compare_digest against every
 configured token, so the time taken reveals neither a token's content, its
 length, nor which one matched.
 
-Origins (WebSocket handshakes only; CORS for HTTP is Starlette's CORSMiddleware,
-see app/edge/security.py): a handshake with no Origin header (a backend, a mobile
-app, a CLI) is allowed; one from the service's own host (Origin's host equals
+Origins (ingest only: WebSocket handshakes and POST /batch; CORS headers for HTTP
+are Starlette's CORSMiddleware, see app/edge/security.py): a request with no Origin
+header (a backend, a mobile app, a CLI) is allowed; one from the service's own host (Origin's host equals
 the Host header) is allowed; otherwise the Origin must be listed in
 ALLOWED_ORIGINS (`*` allows any). Anything else gets a 403 before the socket
-opens: a page on another site cannot hijack a visitor's network position or
-cookies to write events (cross-site WebSocket hijacking).
+opens or the body is read: a page on another site cannot hijack a visitor's
+network position or cookies to write events (cross-site WebSocket hijacking; and
+a text/plain POST is a CORS-simple request that no preflight stops).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Kind(enum.Enum):
 
 
 _READ_SEGMENTS = frozenset({"session", "sessions", "database_events", "metrics", "stats"})
-_INGEST_SEGMENTS = frozenset({"ws"})
+_INGEST_SEGMENTS = frozenset({"ws", "batch"})
 _DEFAULT_PORTS = {"http": "80", "ws": "80", "https": "443", "wss": "443"}
 
 
@@ -184,14 +185,14 @@ class AccessControl:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
+        kind = classify(scope["path"])
+        if scope["type"] == "websocket" or kind is Kind.INGEST:
             headers = Headers(scope=scope)
             if not self.origins.allows(headers.get("origin"), headers.get("host")):
                 metrics.CONNECTIONS_REFUSED.labels("origin").inc()
-                message = "This Origin may not open WebSockets here; the service's ALLOWED_ORIGINS does not list it."
+                message = "This Origin may not send events here; the service's ALLOWED_ORIGINS does not list it."
                 await _deny(scope, receive, send, error_response(403, ErrorCode.FORBIDDEN_ORIGIN, message))
                 return
-        kind = classify(scope["path"])
         tokens = self.tokens.get(kind)
         if tokens is None or not tokens.required:
             await self.app(scope, receive, send)

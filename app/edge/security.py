@@ -47,8 +47,8 @@ def middleware(
             Middleware(
                 CORSMiddleware,
                 allow_origins=origins,
-                allow_methods=["GET", "HEAD"],
-                allow_headers=["Authorization", "Last-Event-ID"],
+                allow_methods=["GET", "HEAD", "POST"],  # POST: /batch
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
                 allow_credentials=False,  # tokens travel in headers or the URL, never in cookies
                 max_age=600,
             )

@@ -1,8 +1,9 @@
-"""Ingest rate limits: token buckets on batches (frames), checked by /ws per frame.
+"""Ingest rate limits: token buckets on batches, checked per /ws frame and per POST /batch.
 
 Two buckets per connection, both optional (0 turns one off, the default):
 
-- one of its own (rate_per_connection batches/s, burst_per_connection at once);
+- one of its own (rate_per_connection batches/s, burst_per_connection at once;
+  a WebSocket only: a POST /batch is one batch and has none);
 - one per ingest token, shared by all the connections that authenticated with it
   in this process (rate_per_token / burst_per_token; only when tokens are
   configured, since the principal names the token).
@@ -99,14 +100,23 @@ class IngestRateLimiter:
         rate, burst = self._per_connection
         if rate > 0:
             buckets.append(TokenBucket(rate, burst))
-        rate, burst = self._per_token_limit
-        if rate > 0 and principal is not None:
-            bucket = self._per_token.get(principal)
-            if bucket is None:
-                # Keys are "ingest#<index>": bounded by the number of configured tokens.
-                bucket = self._per_token[principal] = TokenBucket(rate, burst)
-            buckets.append(bucket)
+        buckets += self._token_bucket(principal)
         return ConnectionRate(buckets) if buckets else None
+
+    def for_request(self, principal: str | None) -> ConnectionRate | None:
+        """The buckets of one POST /batch: its token's only (a request is one batch, it has no bucket of its own)."""
+        buckets = self._token_bucket(principal)
+        return ConnectionRate(buckets) if buckets else None
+
+    def _token_bucket(self, principal: str | None) -> list[TokenBucket]:
+        rate, burst = self._per_token_limit
+        if rate <= 0 or principal is None:
+            return []
+        bucket = self._per_token.get(principal)
+        if bucket is None:
+            # Keys are "ingest#<index>": bounded by the number of configured tokens.
+            bucket = self._per_token[principal] = TokenBucket(rate, burst)
+        return [bucket]
 
 
 __all__ = ["ConnectionRate", "IngestRateLimiter", "RateLimited", "TokenBucket"]

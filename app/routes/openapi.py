@@ -3,10 +3,11 @@
 Hand-written rather than generated: the endpoints are few, their bodies are
 built by hand for speed (no models to introspect), and a reader of this file
 sees the contract at a glance. The WebSocket (/ws) is not HTTP and is described
-in the README instead.
+in docs/ instead; POST /batch, its HTTP door, is here.
 
 The document describes the running server: an operation carries a `security`
-requirement only when that kind of token is configured (READ_TOKENS), so a
+requirement only when that kind of token is configured (READ_TOKENS for reads,
+INGEST_TOKENS for POST /batch), so a
 client generator or a fuzzer (schemathesis, in the tests) is told exactly what
 this deployment enforces. The endpoint itself is always open.
 """
@@ -69,7 +70,7 @@ _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _POINTS = {
     "type": "array",
     "description": "[[bucket start ms, count], …] for every bucket, zeros included",
-    "items": {"type": "array", "prefixItems": [{"type": "integer"}, _COUNT], "minItems": 2, "maxItems": 2},
+    "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
 }
 
 
@@ -276,15 +277,41 @@ _COMPONENTS: dict[str, Any] = {
                 "next": {"type": ["string", "null"], "description": "pass as ?before= for the next page"},
             },
         },
+        **_STATS_SCHEMAS,
+        "BatchAck": _object(
+            {
+                "type": {"const": "ACK"},
+                "batch": {"const": 1},
+                "batch_id": {"type": ["string", "null"]},
+                "accepted": _COUNT,
+                "duplicate": {"type": "boolean"},
+            }
+        ),
+        "BatchError": {
+            "type": "object",
+            "required": ["type", "batch", "batch_id", "error", "message", "details"],
+            "properties": {
+                "type": {"const": "ERROR"},
+                "batch": {"const": 1},
+                "batch_id": {"type": ["string", "null"]},
+                "error": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array", "items": {"type": "object"}},
+                "retry_after_ms": {"type": "integer", "description": "rate_limited: when to send again"},
+            },
+        },
     },
-    **_STATS_SCHEMAS,
     "securitySchemes": {
-        "bearerToken": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <read token>"},
+        "bearerToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Authorization: Bearer <token>: a read token, or an ingest token for /batch",
+        },
         "queryToken": {
             "type": "apiKey",
             "in": "query",
             "name": "token",
-            "description": "?token=<read token>, for EventSource and links, which cannot set headers",
+            "description": "?token=<token>, for EventSource, links and sendBeacon, which cannot set headers",
         },
     },
 }
@@ -455,6 +482,47 @@ def _metrics_paths(secured: bool) -> dict[str, Any]:
     }
 
 
+_BATCH_ERRORS = "ERROR object: invalid_json, invalid_batch, invalid_event, session_mismatch"
+
+
+def _batch_paths(ingest_secured: bool) -> dict[str, Any]:
+    """POST /batch: one /ws frame over HTTP (the frame's format is the README's)."""
+    frame = {"description": 'A /ws frame: a JSON array of events, or {"batch_id": "…", "events": […]}'}
+    batch_error = {"$ref": "#/components/schemas/BatchError"}
+    operation: dict[str, Any] = {
+        "summary": "One batch of events over HTTP, stored exactly once by batch_id like a /ws frame",
+        "operationId": "postBatch",
+        "parameters": [
+            {"name": "sessionId", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+            {"name": "timestampUnit", "in": "query", "schema": {"enum": ["auto", "ms", "s"], "default": "auto"}},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": frame}, "text/plain": {"schema": {"type": "string"}}},
+        },
+        "responses": {
+            "200": _json("Committed: the ACK object (duplicate: true when this batch_id was stored before)", "BatchAck"),
+            "400": {
+                "description": f"{_BATCH_ERRORS}; or a query error (unknown_parameter, invalid_session_id, …)",
+                "content": {"application/json": {"schema": {"anyOf": [batch_error, {"$ref": "#/components/schemas/Error"}]}}},
+            },
+            "401": _error("No ingest token, or not a valid one (only when INGEST_TOKENS is set)"),
+            "403": _error("A browser Origin that ALLOWED_ORIGINS does not list"),
+            "413": _json("ERROR too_large: more events than MAX_BATCH_EVENTS, or a body over MAX_FRAME_BYTES", "BatchError"),
+            "415": _error("A Content-Type other than application/json or text/plain"),
+            "429": {**_json("ERROR rate_limited (retry_after_ms)", "BatchError"), "headers": _RETRY_AFTER},
+            "503": {
+                "description": "unavailable: the database cannot take it now, or shutting down; send it again",
+                "headers": _RETRY_AFTER,
+                "content": {"application/json": {"schema": {"anyOf": [batch_error, {"$ref": "#/components/schemas/Error"}]}}},
+            },
+        },
+    }
+    if ingest_secured:
+        operation["security"] = [{"bearerToken": []}, {"queryToken": []}]
+    return {"/batch": {"post": operation}}
+
+
 def _self_paths() -> dict[str, Any]:
     """This document and the monitor page: always open."""
     return {
@@ -475,10 +543,11 @@ def _self_paths() -> dict[str, Any]:
     }
 
 
-def document(*, secured: bool) -> dict[str, Any]:
-    """The whole document; `secured` is whether READ_TOKENS is set (read endpoints then require a token)."""
+def document(*, secured: bool, ingest_secured: bool = False) -> dict[str, Any]:
+    """The whole document; `secured`: READ_TOKENS is set (reads then need a token); `ingest_secured`: INGEST_TOKENS."""
     paths: dict[str, Any] = {
         **_health_paths(),
+        **_batch_paths(ingest_secured),
         **_session_paths(secured),
         **_sessions_paths(secured),
         **_stream_paths(secured),
@@ -491,9 +560,10 @@ def document(*, secured: bool) -> dict[str, Any]:
         "info": {
             "title": "eventservice",
             "version": "1",
-            "description": "Session analytics events. Ingestion is a WebSocket (/ws, not described here: see the README); "
-            "these are the HTTP endpoints. Errors are JSON {error, message}. Read endpoints need a read token when "
-            "the server has READ_TOKENS set.",
+            "description": "Session analytics events. Ingestion is a WebSocket (/ws, not described here: see the README) "
+            "or POST /batch, one /ws frame per request; these are the HTTP endpoints. Errors are JSON {error, message}. "
+            "Read endpoints need a read token when the server has READ_TOKENS set, POST /batch an ingest token when "
+            "it has INGEST_TOKENS set.",
         },
         "paths": paths,
         "components": _COMPONENTS,
@@ -502,7 +572,8 @@ def document(*, secured: bool) -> dict[str, Any]:
 
 async def openapi(request: Request) -> Response:
     settings: Settings = request.app.state.services.settings
-    return Response(orjson.dumps(document(secured=bool(settings.read_tokens))), media_type="application/json")
+    body = document(secured=bool(settings.read_tokens), ingest_secured=bool(settings.ingest_tokens))
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 routes = [Route("/openapi.json", openapi, methods=["GET"])]

@@ -21,7 +21,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
 def _document(settings: Settings) -> dict[str, Any]:
-    return document(secured=bool(settings.read_tokens))
+    return document(secured=bool(settings.read_tokens), ingest_secured=bool(settings.ingest_tokens))
 
 
 def _regenerate() -> None:
@@ -33,6 +33,7 @@ def _regenerate() -> None:
 CASES = {
     "openapi_default.json": Settings(),
     "openapi_read_tokens.json": Settings(read_tokens=("tok-1",)),
+    "openapi_ingest_tokens.json": Settings(ingest_tokens=("tok-1",)),
 }
 
 
