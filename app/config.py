@@ -1,7 +1,7 @@
 """One frozen Settings object, read from the environment and overridden by CLI flags.
 
 Every setting has one name: the environment variable is the upper-case form of the
-flag (``--max-batch-events`` <-> ``MAX_BATCH_EVENTS``), so the README table, ``--help``
+flag (``--max-batch-events`` <-> ``MAX_BATCH_EVENTS``), so the settings table (docs/settings.md), ``--help``
 and docker-compose can never drift apart.
 
 Everything about a setting stands in its one field: the default, the ``--help`` group

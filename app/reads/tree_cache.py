@@ -4,7 +4,7 @@ Events are append-only and every insert bumps the session's event_count (or its
 start/end) in the same statement, so (start, end, event_count) read in one
 snapshot names exactly one tree. A hit costs one primary-key lookup instead of
 reading, sorting and encoding every event: measured on a 1,000-event session,
-most of a lookup's server and PostgreSQL CPU (see README, Performance).
+most of a lookup's server and PostgreSQL CPU (see docs/performance.md).
 """
 
 from __future__ import annotations

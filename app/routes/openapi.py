@@ -486,7 +486,7 @@ _BATCH_ERRORS = "ERROR object: invalid_json, invalid_batch, invalid_event, sessi
 
 
 def _batch_paths(ingest_secured: bool) -> dict[str, Any]:
-    """POST /batch: one /ws frame over HTTP (the frame's format is the README's)."""
+    """POST /batch: one /ws frame over HTTP (the frame's format: docs/ingest.md)."""
     frame = {"description": 'A /ws frame: a JSON array of events, or {"batch_id": "…", "events": […]}'}
     batch_error = {"$ref": "#/components/schemas/BatchError"}
     operation: dict[str, Any] = {
@@ -560,7 +560,7 @@ def document(*, secured: bool, ingest_secured: bool = False) -> dict[str, Any]:
         "info": {
             "title": "eventservice",
             "version": "1",
-            "description": "Session analytics events. Ingestion is a WebSocket (/ws, not described here: see the README) "
+            "description": "Session analytics events. Ingestion is a WebSocket (/ws, not described here: see docs/ingest.md) "
             "or POST /batch, one /ws frame per request; these are the HTTP endpoints. Errors are JSON {error, message}. "
             "Read endpoints need a read token when the server has READ_TOKENS set, POST /batch an ingest token when "
             "it has INGEST_TOKENS set.",

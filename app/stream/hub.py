@@ -148,7 +148,7 @@ class Subscriber:
         return len(buffer) - before
 
     def end(self, reason: str) -> None:
-        """The stream gets a reset saying why and ends; what was buffered is dropped (README, overflow)."""
+        """The stream gets a reset saying why and ends; what was buffered is dropped (docs/stream.md, a slow client)."""
         self.reset_reason = reason
         self.overflowed = True
         self.buffer = []

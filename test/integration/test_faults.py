@@ -1,4 +1,4 @@
-"""Faults injected into a running service, and what must still hold (README "Faults").
+"""Faults injected into a running service, and what must still hold (docs/faults.md).
 
 Real faults only: PostgreSQL stopped, crashed and restarted; backends terminated and
 statements cancelled with plain SQL; a lock held by a forgotten transaction; a TCP

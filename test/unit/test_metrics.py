@@ -1,4 +1,4 @@
-"""Every metric the README's table documents exists with its labels, and every metric is documented."""
+"""Every metric the metrics table (docs/operations.md) documents exists with its labels, and every metric is documented."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
 # A table row's metric cells: `eventservice_name{label}` (label optional).
 _DOCUMENTED = re.compile(r"`(eventservice_[a-z_]+)(?:\{([a-z_]+)(?:=\"[a-z_]+\")?\})?`")
 
