@@ -121,21 +121,21 @@ def admit(
     limited = rate.admit_batch(number) if rate is not None else None
     result = limited if limited is not None else _parse(raw, number, rules)
     if isinstance(result, Rejection):
-        return refuse(result, raw, rules, rejected, connection)
+        return refuse(result, raw, rules.session_id, rejected, connection)
     return (result, writer.submit(result), raw)
 
 
 def refuse(
-    rejection: Rejection, raw: str | bytes | None, rules: FrameRules, rejected: RejectedRecorder, connection: str | None
+    rejection: Rejection, raw: str | bytes | None, session_id: str | None, rejected: RejectedRecorder, connection: str | None
 ) -> Rejection:
-    """Record a batch refused before the writer saw it; a door refusing a body it cannot read calls it too."""
+    """Keep a refused batch in rejected_batches; also for a body a door cannot read, and a batch the database refused."""
     rejected.record(
         error=rejection.error,
         message=rejection.message,
         frame=raw,
         batch=rejection.number,
         batch_id=rejection.batch_id,
-        session_id=rules.session_id,
+        session_id=session_id,
         connection=connection,
     )
     return rejection
@@ -155,16 +155,9 @@ async def answer(pending: Submitted | Rejection, rejected: RejectedRecorder, con
         metrics.EVENTS.labels("accepted").inc(outcome.accepted)
         return Answer(_ack(batch, outcome))
     metrics.BATCHES.labels(outcome.error).inc()
-    rejected.record(
-        error=outcome.error,
-        message=outcome.message,
-        frame=frame,
-        batch=batch.number,
-        batch_id=batch.batch_id,
-        session_id=batch.session_id,
-        connection=connection,
-    )
-    return Answer(_error(batch.number, batch.batch_id, outcome.error, outcome.message, []), outcome.error)
+    refused = Rejection(batch.number, batch.batch_id, outcome.error, outcome.message)
+    refuse(refused, frame, batch.session_id, rejected, connection)
+    return Answer(_error(refused.number, refused.batch_id, refused.error, refused.message, []), refused.error)
 
 
 def _ack(batch: Batch, outcome: Outcome) -> bytes:

@@ -97,14 +97,16 @@ def routes(limits: flow.IngestLimits, rates: IngestRateLimiter, max_body_bytes: 
         pending: flow.Submitted | Rejection
         if body is None:
             message = f"The body is over {max_body_bytes} bytes (MAX_FRAME_BYTES); send fewer events per batch."
-            pending = flow.refuse(Rejection(_NUMBER, None, ErrorCode.TOO_LARGE, message), None, rules, services.rejected, None)
+            pending = flow.refuse(
+                Rejection(_NUMBER, None, ErrorCode.TOO_LARGE, message), None, rules.session_id, services.rejected, None
+            )
         else:
             try:
                 frame = body.decode()
             except UnicodeDecodeError as exc:
                 message = f"The body is not UTF-8 (byte {exc.start}); nothing was stored."
                 rejection = Rejection(_NUMBER, None, ErrorCode.INVALID_JSON, message)
-                pending = flow.refuse(rejection, body, rules, services.rejected, None)
+                pending = flow.refuse(rejection, body, rules.session_id, services.rejected, None)
             else:
                 rate = rates.for_request(request.scope.get(PRINCIPAL_KEY))
                 pending = flow.admit(frame, _NUMBER, rules, rate, services.writer, services.rejected, None)
