@@ -13,8 +13,11 @@ that was consumed once are kept until ACKed and sent first on the next run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import itertools
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,14 +117,33 @@ def check_line(raw: bytes, limits: Limits) -> bytes:
     return check_object(event, limits)
 
 
-def _read(source: BinaryIO, count: int) -> list[bytes]:
-    lines = []
-    for _ in range(count):
-        line = source.readline()
-        if not line:
-            break
-        lines.append(line)
-    return lines
+class _Lines:
+    """The input read by a daemon thread in chunks: a slow pipe never stalls the uploads, and
+    Ctrl-C while a terminal's stdin blocks exits at once (an executor thread would be joined)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.chunks: asyncio.Queue[list[bytes] | Exception] = asyncio.Queue(maxsize=4)
+        threading.Thread(target=self._read, args=(source,), daemon=True, name="eventservice-import-reader").start()
+
+    def _read(self, source: BinaryIO) -> None:
+        try:
+            while True:
+                chunk = [line for line in itertools.islice(source, READ_LINES)]
+                asyncio.run_coroutine_threadsafe(self.chunks.put(chunk), self.loop).result()
+                if not chunk:
+                    return
+        except RuntimeError:  # the loop is gone (interrupted)
+            return
+        except (OSError, ValueError) as exc:  # an unreadable input: raised in the importer
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(self.chunks.put(exc), self.loop)
+
+    async def next(self) -> list[bytes]:
+        chunk = await self.chunks.get()
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
 
 
 async def run_import(
@@ -134,7 +156,8 @@ async def run_import(
     """Read, check and hand over every line, then wait for every ACK (or give up: report.fatal)."""
     batcher = _Batcher(options)
     window = options.batch_events * options.max_in_flight * 4
-    while chunk := await asyncio.to_thread(_read, source, READ_LINES):
+    lines = _Lines(source)
+    while chunk := await lines.next():
         for raw in chunk:
             report.lines += 1
             if not raw.strip():
