@@ -69,6 +69,8 @@ class Totals:
     duplicate_events: int = 0  # events of batches the server already had
     dropped_batches: int = 0
     dropped_events: int = 0
+    retried: int = 0  # retryable ERROR answers (unavailable, rate_limited, …): their batches went again
+    connections: int = 0  # connections opened (1 + reconnects)
     last_ack: float = field(default_factory=time.monotonic)
 
 
@@ -126,6 +128,7 @@ class Link:
                     compression=None,
                 ) as ws:
                     self._refusal = None
+                    self.totals.connections += 1
                     await self._serve(ws)
             except InvalidStatus as exc:
                 self._refused(exc)
@@ -213,6 +216,7 @@ class Link:
     def _errored(self, batch: Batch, answer: dict[str, Any]) -> None:
         code = str(answer.get("error", "unknown"))
         if code in RETRYABLE:
+            self.totals.retried += 1
             retry_ms = answer.get("retry_after_ms")
             if isinstance(retry_ms, int) and retry_ms >= 0:
                 delay = retry_ms / 1000
