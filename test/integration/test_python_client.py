@@ -257,3 +257,19 @@ async def test_the_import_command_gives_up_on_a_refused_token_and_ctrl_c_exits_1
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+async def test_a_frame_over_the_servers_limit_is_found_dropped_and_reported_once(start_service) -> None:
+    svc = await start_service(env={"MAX_FRAME_BYTES": "4096"})
+    run = "frame-" + uuid.uuid4().hex[:8]
+    session = str(uuid.uuid4())
+    errors: list[UploadError] = []
+    async with Uploader(svc.url, flush_events=3, flush_ms=20, on_error=errors.append, reconnect_max_ms=500) as up:
+        for i in range(12):
+            # The fifth event makes its batch's frame pass 4 KiB (the server closes with 1009); the others fit.
+            up.track(session, "sized", {"run": run, "uid": i, "pad": "x" * (5_000 if i == 4 else 10)})
+        await asyncio.wait_for(up.flush(), 30)
+    assert [(e.error, e.events) for e in errors] == [("too_large", 3)]
+    # That batch (uids 3-5) is dropped whole and reported; every other batch is stored once.
+    stored = await stored_uids(svc.database_url or "", run)
+    assert sorted(stored) == [0, 1, 2, *range(6, 12)] and set(stored.values()) == {1}
