@@ -136,12 +136,21 @@ async def test_the_database_restarted_mid_upload_stores_every_event_once(
     assert_exactly_once(await stored_uids(standalone_postgres.url, run), range(900))
 
 
-async def test_the_service_restarted_with_sigterm_mid_upload_stores_every_event_once(start_service) -> None:
+def _stop(svc: Service, how: signal.Signals) -> None:
+    if how == signal.SIGKILL:
+        svc.signal(signal.SIGKILL)
+        svc.wait()
+    else:
+        svc.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill9"])
+async def test_the_service_restarted_mid_upload_stores_every_event_once(start_service, how: signal.Signals) -> None:
     svc = await start_service()
-    run = "sigterm-" + uuid.uuid4().hex[:8]
+    run = f"{how.name}-" + uuid.uuid4().hex[:8]
     async with Uploader(svc.url, flush_events=25, flush_ms=20, reconnect_max_ms=1000) as up:
         await track_over_time(up, run, range(0, 400))
-        stopping = asyncio.create_task(asyncio.to_thread(svc.stop))
+        stopping = asyncio.create_task(asyncio.to_thread(_stop, svc, how))
         await track_over_time(up, run, range(400, 700))  # some during the drain, some while it is gone
         await stopping
         await asyncio.to_thread(svc.start)

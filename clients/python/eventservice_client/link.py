@@ -136,6 +136,8 @@ class Link:
                 self._closed(exc)
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 log.info("eventservice connection failed: %s", exc)
+            except Exception:  # a bug or an answer we cannot read: reconnect and resend, never stop uploading
+                log.exception("eventservice connection broke")
             finally:
                 self.connected = False
             self._attempt += 1

@@ -114,7 +114,7 @@ class Uploader:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await asyncio.gather(self._task, return_exceptions=True)
         left = self._outbox.pending
         if left and self.spool is None:
             log.warning("eventservice: closed with %d events not ACKed and no spool: they are lost", left)
