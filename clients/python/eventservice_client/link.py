@@ -148,8 +148,10 @@ class Link:
         self.connected = True
         self._frames = 0
         self._in_flight.clear()
-        self._to_send = deque(self.outbox.unsettled())
-        self._rewind = False
+        # The sender starts by rewinding: everything unsettled, in order, once a pending
+        # retry delay (rate_limited, unavailable) has passed.
+        self._to_send.clear()
+        self._rewind = True
         sender = asyncio.create_task(self._send(ws))
         try:
             await self._receive(ws)
