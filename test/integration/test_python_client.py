@@ -205,6 +205,7 @@ async def test_an_import_killed_mid_way_and_run_again_stores_every_line_once(sta
     assert again.returncode == 0, again.stdout + again.stderr
     assert "lines read: 12000" in again.stdout
     assert "rejected lines: 0" in again.stdout
+    assert "retried: " in again.stdout  # the rate limit answered rate_limited, and those batches went again
     assert_exactly_once(await stored_uids(svc.database_url or "", run), range(12_000))
 
 

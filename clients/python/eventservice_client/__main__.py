@@ -144,6 +144,8 @@ def _summary(report: Report, up: Uploader, out: TextIO) -> None:
     print(f"events accepted: {totals.accepted} (newly stored)", file=out)
     duplicates = f"{totals.duplicate_events} events in {totals.duplicate_batches} batches"
     print(f"duplicates: {duplicates} (already stored by an earlier run)", file=out)
+    if totals.retried:
+        print(f"retried: {totals.retried} answers said unavailable or rate_limited; those batches were sent again", file=out)
     if report.already_waiting:
         print(f"resent from the spool: {report.already_waiting} batches an earlier run left", file=out)
     print(f"rejected lines: {len(report.rejected)}", file=out)
