@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -157,6 +158,9 @@ def _summary(report: Report, up: Uploader, out: TextIO) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # The command reports for itself; the library's warnings (e.g. "closed with events
+    # not ACKed") would mislead here, where the input is what a rerun reads again.
+    logging.getLogger("eventservice_client").setLevel(logging.ERROR)
     try:
         with _opened(args.file) as source:
             return asyncio.run(_import(args, source))
