@@ -12,7 +12,7 @@ from eventservice_client.events import EventError, Limits, check_object, encode_
 from eventservice_client.importer import ImportOptions, _Batcher, batch_id_for
 from eventservice_client.link import Backoff
 from eventservice_client.outbox import Batch, Batching, MemoryStorage, Outbox, QueueFull
-from eventservice_client.spool import SpoolStorage
+from eventservice_client.spool import SpoolBusy, SpoolStorage
 from eventservice_client.uploader import ws_url
 
 SESSION = "0d856b46-48cd-4fba-946b-53d15b7b43e0"
@@ -96,7 +96,7 @@ async def test_the_spool_keeps_sealed_batches_with_their_ids_and_open_events_acr
     first, second = outbox.unsettled()
     outbox.settle(first.batch_id)
     assert outbox.put(Batch("import-1", [ev(7)], lines=[12]))
-    # No close(): as after kill -9, only what each call committed is there.
+    outbox.storage.close()  # (kill -9 of a relay with a spool: test_python_client.py)
     again = Outbox(SpoolStorage(path), Batching(flush_events=2, flush_ms=60_000))
     again.restore()
     kept = list(again.unsettled())
@@ -108,11 +108,18 @@ async def test_the_spool_keeps_sealed_batches_with_their_ids_and_open_events_acr
     for batch in kept:
         again.settle(batch.batch_id)
     again.close()
-    outbox.close()
     third = Outbox(SpoolStorage(path), Batching())
     third.restore()
     assert third.pending == 0
     third.close()
+
+
+def test_a_spool_has_one_owner_at_a_time(tmp_path: Path) -> None:
+    first = SpoolStorage(tmp_path / "s.sqlite")
+    with pytest.raises(SpoolBusy, match="in use"):
+        SpoolStorage(tmp_path / "s.sqlite")
+    first.close()
+    SpoolStorage(tmp_path / "s.sqlite").close()
 
 
 def test_the_spool_is_in_wal_mode(tmp_path: Path) -> None:

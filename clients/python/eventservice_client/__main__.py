@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from typing import BinaryIO, TextIO
 
 from eventservice_client.importer import FATAL_HANDSHAKE, ImportOptions, Report, run_import
 from eventservice_client.link import UploadError
+from eventservice_client.spool import SpoolBusy
 from eventservice_client.uploader import Uploader
 
 MAX_REJECTED_SHOWN = 20
@@ -169,6 +171,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValueError as exc:  # a bad --url
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SpoolBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"error: the spool {args.spool} is not a usable SQLite file: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to go on (nothing is lost or stored twice)", file=sys.stderr)

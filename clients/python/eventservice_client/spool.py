@@ -12,8 +12,10 @@ write); only a power cut or an OS crash can take the last commits with it
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
+from typing import IO
 
 from eventservice_client.outbox import Batch
 
@@ -33,11 +35,12 @@ CREATE INDEX IF NOT EXISTS events_by_batch ON events (batch_id);
 
 
 class SpoolStorage:
-    """Storage (outbox.py) in one SQLite file; one uploader at a time per file."""
+    """Storage (outbox.py) in one SQLite file; one uploader at a time per file (SpoolBusy otherwise)."""
 
     def __init__(self, path: str | Path, synchronous: str = "NORMAL") -> None:
         if synchronous.upper() not in ("NORMAL", "FULL"):
             raise ValueError("synchronous must be NORMAL or FULL")
+        self._lock = _lock(Path(str(path) + ".lock"))
         # isolation_level=None: autocommit, every statement (or explicit BEGIN…COMMIT) is durable on return.
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -80,9 +83,29 @@ class SpoolStorage:
 
     def close(self) -> None:
         self.db.close()
+        self._lock.close()  # releases the lock
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self.db)
+
+
+class SpoolBusy(RuntimeError):
+    """Another uploader (this process or another) has the spool open.
+
+    Two owners would each seal the other's open events into their own batches and
+    send them under two batch ids: stored twice. So a spool has one owner at a time.
+    """
+
+
+def _lock(path: Path) -> IO[bytes]:
+    """An exclusive lock for as long as the process keeps the returned file open (a kill -9 releases it)."""
+    handle = path.open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SpoolBusy(f"the spool {path.with_suffix('')} is in use by another uploader") from None
+    return handle
 
 
 class _Transaction:
