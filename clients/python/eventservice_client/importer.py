@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +28,6 @@ from eventservice_client.link import UploadError
 from eventservice_client.outbox import MAX_BATCH_BYTES, Batch
 from eventservice_client.uploader import Uploader
 
-READ_LINES = 2_000  # lines per read from the input (in a thread: a slow pipe never stalls the uploads)
 FATAL_HANDSHAKE = frozenset({"unauthorized", "forbidden_origin", "unknown_parameter", "http_404"})
 
 
@@ -118,31 +117,49 @@ def check_line(raw: bytes, limits: Limits) -> bytes:
 
 
 class _Lines:
-    """The input read by a daemon thread in chunks: a slow pipe never stalls the uploads, and
-    Ctrl-C while a terminal's stdin blocks exits at once (an executor thread would be joined)."""
+    """The input read by a daemon thread: a slow pipe never stalls the uploads, and Ctrl-C
+    while a terminal's stdin blocks exits at once (an executor thread would be joined).
+
+    The thread reads the file descriptor with os.read, never through a Python file
+    object: a daemon thread blocked inside sys.stdin.buffer holds its lock, and the
+    interpreter aborts at exit when it cannot take that lock to close stdin.
+    """
+
+    BLOCK = 1 << 16
 
     def __init__(self, source: BinaryIO) -> None:
         self.loop = asyncio.get_running_loop()
-        self.chunks: asyncio.Queue[list[bytes] | Exception] = asyncio.Queue(maxsize=4)
-        threading.Thread(target=self._read, args=(source,), daemon=True, name="eventservice-import-reader").start()
+        self.chunks: asyncio.Queue[list[bytes] | Exception | None] = asyncio.Queue(maxsize=8)
+        self.ended = False
+        threading.Thread(target=self._read, args=(source.fileno(),), daemon=True, name="eventservice-import-reader").start()
 
-    def _read(self, source: BinaryIO) -> None:
+    def _put(self, item: list[bytes] | Exception | None) -> None:
+        asyncio.run_coroutine_threadsafe(self.chunks.put(item), self.loop).result()
+
+    def _read(self, fd: int) -> None:
         try:
-            while True:
-                chunk = [line for line in itertools.islice(source, READ_LINES)]
-                asyncio.run_coroutine_threadsafe(self.chunks.put(chunk), self.loop).result()
-                if not chunk:
-                    return
+            tail = b""
+            while block := os.read(fd, self.BLOCK):
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop()
+                if lines:
+                    self._put(lines)
+            self._put([tail] if tail else [])
+            self._put(None)
         except RuntimeError:  # the loop is gone (interrupted)
             return
-        except (OSError, ValueError) as exc:  # an unreadable input: raised in the importer
+        except OSError as exc:  # an unreadable input: raised in the importer
             with contextlib.suppress(RuntimeError):
-                asyncio.run_coroutine_threadsafe(self.chunks.put(exc), self.loop)
+                self._put(exc)
 
-    async def next(self) -> list[bytes]:
+    async def next(self) -> list[bytes] | None:
+        """The next lines (without their newline), or None at the end of the input."""
+        if self.ended:
+            return None
         chunk = await self.chunks.get()
         if isinstance(chunk, Exception):
             raise chunk
+        self.ended = chunk is None
         return chunk
 
 
@@ -157,7 +174,7 @@ async def run_import(
     batcher = _Batcher(options)
     window = options.batch_events * options.max_in_flight * 4
     lines = _Lines(source)
-    while chunk := await lines.next():
+    while (chunk := await lines.next()) is not None:
         for raw in chunk:
             report.lines += 1
             if not raw.strip():
