@@ -25,6 +25,7 @@ from eventservice_client import EventError, Uploader, UploadError
 from eventservice_client.outbox import Batch
 
 from test.support.postgres import StandalonePostgres
+from test.support.proxy import FaultProxy
 from test.support.service import REPO, Service
 
 pytestmark = pytest.mark.faults
@@ -158,6 +159,29 @@ async def test_the_service_restarted_mid_upload_stores_every_event_once(start_se
         await asyncio.wait_for(up.flush(), 60)
         assert up.totals.connections >= 2
     assert_exactly_once(await stored_uids(svc.database_url or "", run), range(1_000))
+
+
+async def test_the_network_reset_and_black_holed_mid_upload_stores_every_event_once(service: Service) -> None:
+    proxy = FaultProxy("127.0.0.1", service.port)
+    proxy.start()
+    run = "network-" + uuid.uuid4().hex[:8]
+    try:
+        async with Uploader(f"http://127.0.0.1:{proxy.port}", flush_events=20, flush_ms=20, reconnect_max_ms=500,
+                            ping_seconds=1) as up:  # fmt: skip
+            await track_over_time(up, run, range(0, 300))
+            assert proxy.reset() == 1  # RST: seen at once
+            await track_over_time(up, run, range(300, 600))
+            deadline = time.monotonic() + 10
+            while not (up.connected and proxy.open_connections == 1):
+                assert time.monotonic() < deadline, "never reconnected after the reset"
+                await asyncio.sleep(0.02)
+            assert proxy.blackhole() == 1  # silence: seen by the pings
+            await track_over_time(up, run, range(600, 900))
+            await asyncio.wait_for(up.flush(), 30)
+            assert up.totals.connections >= 3
+    finally:
+        proxy.close()
+    assert_exactly_once(await stored_uids(service.database_url or "", run), range(900))
 
 
 async def test_an_error_answer_drops_that_batch_once_and_the_others_are_stored(service: Service) -> None:

@@ -91,6 +91,7 @@ class Link:
         backoff: Backoff,
         on_error: OnError,
         open_timeout: float = 10.0,
+        ping_seconds: float = 20.0,
     ) -> None:
         self.url = url
         self.outbox = outbox
@@ -99,6 +100,7 @@ class Link:
         self.backoff = backoff
         self.on_error = on_error
         self.open_timeout = open_timeout
+        self.ping_seconds = ping_seconds  # a silent network (no RST, no FIN) is noticed within about twice this
         self.totals = Totals()
         self.on_ack: list[OnAck] = []
         self.connected = False
@@ -124,6 +126,9 @@ class Link:
                     self.url,
                     additional_headers=self.headers,
                     open_timeout=self.open_timeout,
+                    ping_interval=self.ping_seconds,
+                    ping_timeout=self.ping_seconds,
+                    close_timeout=self.ping_seconds,  # a silent peer never answers the closing handshake either
                     max_size=4 * 1024 * 1024,
                     compression=None,
                 ) as ws:

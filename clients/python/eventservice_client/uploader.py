@@ -63,6 +63,7 @@ class Uploader:
         reconnect_min_ms: int = 250,
         reconnect_max_ms: int = 30_000,
         close_timeout: float = 10.0,
+        ping_seconds: float = 20.0,
         limits: Limits = Limits(),  # noqa: B008 (frozen)
     ) -> None:
         if flush_events < 1 or flush_ms < 0 or max_in_flight < 1 or max_queue_events < 1:
@@ -75,6 +76,7 @@ class Uploader:
         self.on_error: OnError = on_error or _log_error
         self.backoff = Backoff(reconnect_min_ms, reconnect_max_ms)
         self.close_timeout = close_timeout
+        self.ping_seconds = ping_seconds
         self.limits = limits
         self._outbox: Outbox | None = None
         self._link: Link | None = None
@@ -95,7 +97,13 @@ class Uploader:
         outbox = Outbox(storage, self.batching)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._link = Link(
-            self.url, outbox, headers=headers, max_in_flight=self.max_in_flight, backoff=self.backoff, on_error=self._report
+            self.url,
+            outbox,
+            headers=headers,
+            max_in_flight=self.max_in_flight,
+            backoff=self.backoff,
+            on_error=self._report,
+            ping_seconds=self.ping_seconds,
         )
         outbox.restore()
         self._outbox = outbox
