@@ -15,17 +15,17 @@ def _commands() -> list[str]:
 
 def test_bin_test_lints_formats_and_types_before_the_tests() -> None:
     assert _commands() == [
-        '"$VENV/bin/ruff" check app test bench',
-        '"$VENV/bin/ruff" format --check app test bench',
+        '"$VENV/bin/ruff" check app test bench clients/python',
+        '"$VENV/bin/ruff" format --check app test bench clients/python',
         '"$VENV/bin/mypy"',
         'exec "$VENV/bin/python" -m pytest "$@"',
     ]
 
 
-def test_mypy_is_strict_over_app() -> None:
+def test_mypy_is_strict_over_app_and_the_python_uploader() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
     assert config["strict"] is True
-    assert config["files"] == ["app"]
+    assert config["files"] == ["app", "clients/python/eventservice_client"]
 
 
 def test_the_dev_requirements_pin_mypy_and_the_asyncpg_stubs() -> None:
