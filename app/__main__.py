@@ -42,8 +42,27 @@ def check_exposure(settings: Settings) -> str | None:
     return None
 
 
+# How the process exits on each stopping signal: SIGTERM is an ordinary stop, Ctrl-C
+# (SIGINT) the shell's convention for "interrupted", 128 + 2.
+EXIT_STATUS: dict[int, int] = {signal.SIGTERM: 0, signal.SIGINT: 130}
+
+
 def _exit_cleanly(signum: int, _frame: object) -> None:
-    raise SystemExit(0)
+    """SystemExit rather than the default action: no KeyboardInterrupt traceback, and
+    atexit runs, which stops the embedded PostgreSQL cleanly."""
+    raise SystemExit(EXIT_STATUS.get(signum, 0))
+
+
+def install_exit_handlers() -> None:
+    """Before anything slow starts, so a Ctrl-C during start-up also exits quietly.
+
+    uvicorn puts its own handlers in front while it serves and, after its graceful
+    shutdown, restores these and re-raises the signal: they end the process. They
+    also keep asyncio.run from installing its SIGINT handler, which would turn that
+    re-raised Ctrl-C into a KeyboardInterrupt traceback.
+    """
+    for sig in EXIT_STATUS:
+        signal.signal(sig, _exit_cleanly)
 
 
 def _fail(message: str) -> int:
@@ -83,6 +102,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     settings = load_or_exit(sys.argv[1:] if argv is None else argv)
+    install_exit_handlers()
     refusal = check_exposure(settings)
     if refusal:
         print(f"python -m app: {refusal}", file=sys.stderr)
@@ -123,9 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     except db.DatabaseUnreachable as exc:
         sock.close()
         return _fail(str(exc))
-    # uvicorn re-raises SIGTERM after its graceful shutdown; as SystemExit it lets
-    # atexit run, which stops the embedded PostgreSQL cleanly.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     if settings.workers > 1:
         # Before any worker imports prometheus_client: one directory of metric files
         # for all of them, fresh per run so a dead run's counters are not summed in.

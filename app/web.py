@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import NamedTuple
 
+import asyncpg
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -122,55 +124,86 @@ def _stream_endpoint(settings: Settings) -> stream.Endpoint:
     )
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Built from the environment when uvicorn imports it in a worker process."""
-    settings = settings or load_settings()
-    if not settings.database_url:
-        raise RuntimeError("DATABASE_URL must be set before the app is built (python -m app sets it)")
+class _Components(NamedTuple):
+    pool: asyncpg.Pool
+    hub: Hub
+    watch: Watch
+    rejected: RejectedRecorder
+    writer: Writer
+
+
+@asynccontextmanager
+async def _components(settings: Settings, url: str) -> AsyncIterator[_Components]:
+    """Every long-lived resource, started in order and stopped in the order shutdown needs.
+
+    Each is an async context manager (app/background.py), entered in the reverse of
+    the order shutdown needs, which `async with` follows on exit: the writer commits
+    and ACKs what it accepted; the recorder keeps the last rejected batches (their
+    ERRORs are answered by then); the watch stops; the hub wakes every stream to end
+    (clients reconnect elsewhere); the pool closes last. A component that fails to
+    start exits the ones before it.
+    """
+    async with (
+        await db.create_pool(url, settings.pool_min_size, settings.pool_max_size) as pool,
+        Hub(
+            url,
+            settings.hub_poll_seconds,
+            replay_slots=settings.pool_max_size - 2,
+            timeout=settings.hub_timeout_seconds,
+        ) as hub,
+        Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
+        RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
+        Writer(
+            pool,
+            NameCache(settings.name_cache_size),
+            settings.writer_max_events,
+            database_url=url,
+            lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
+        ) as writer,
+    ):
+        yield _Components(pool, hub, watch, rejected, writer)
+
+
+def _lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """Migrate, start the components, publish them to the routes as Services, log "ready"."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         url = settings.database_url
         assert url is not None
         await db.migrate(url)
-        # Each component is an async context manager (app/background.py), entered
-        # in the reverse of the order shutdown needs, which `async with` follows on
-        # exit: the writer commits and ACKs what it accepted; the recorder keeps the
-        # last rejected batches (their ERRORs are answered by then); the watch stops;
-        # the hub wakes every stream to end (clients reconnect elsewhere); the pool
-        # closes last. A component that fails to start exits the ones before it.
-        async with (
-            await db.create_pool(url, settings.pool_min_size, settings.pool_max_size) as pool,
-            Hub(
-                url,
-                settings.hub_poll_seconds,
-                replay_slots=settings.pool_max_size - 2,
-                timeout=settings.hub_timeout_seconds,
-            ) as hub,
-            Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
-            RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
-            Writer(
-                pool,
-                NameCache(settings.name_cache_size),
-                settings.writer_max_events,
-                database_url=url,
-                lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
-            ) as writer,
-        ):
+        async with _components(settings, url) as parts:
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
             trees = TreeCache(settings.tree_cache_bytes)
-            app.state.services = Services(settings, pool, writer, hub, drain, rejected, trees, watch=watch)
+            app.state.services = Services(
+                settings, parts.pool, parts.writer, parts.hub, drain, parts.rejected, trees, watch=parts.watch
+            )
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             _tune_gc()
             yield
 
-    database_events = _stream_endpoint(settings)
-    routes = [*health.routes, *_ingest_routes(settings), *session.routes, *sessions.routes, *stream.routes(database_events)]
-    routes += [*metrics.routes, *page.routes]
-    routes += openapi.routes
-    routes += stats_routes.routes
-    # Tokens, origins, CORS, connection limits, per-connection logs: app/edge/security.py.
+    return lifespan
+
+
+def _routes(settings: Settings, database_events: stream.Endpoint) -> list[BaseRoute]:
+    """Every HTTP surface, one module each (app/routes/): a new one adds its line here."""
+    return [
+        *health.routes,
+        *_ingest_routes(settings),
+        *session.routes,
+        *sessions.routes,
+        *stream.routes(database_events),
+        *metrics.routes,
+        *page.routes,
+        *openapi.routes,
+        *stats_routes.routes,
+    ]
+
+
+def _middleware(settings: Settings, database_events: stream.Endpoint) -> list[Middleware]:
+    """Outermost first: the edge (tokens, origins, CORS, connection limits, per-connection
+    logs: app/edge/security.py), then the stream's fast path, innermost."""
     edge = security.middleware(
         ingest_tokens=settings.ingest_tokens,
         read_tokens=settings.read_tokens,
@@ -178,11 +211,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         max_connections=settings.max_connections,
         idle_timeout_seconds=settings.idle_timeout_seconds,
     )
-    middleware = [*edge, Middleware(_StreamFastPath, endpoint=database_events)]
+    return [*edge, Middleware(_StreamFastPath, endpoint=database_events)]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Built from the environment when uvicorn imports it in a worker process."""
+    settings = settings or load_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL must be set before the app is built (python -m app sets it)")
+    # One endpoint, two ways in: the route (for the router and OpenAPI) and the fast path.
+    database_events = _stream_endpoint(settings)
     return _App(
-        routes=routes,
-        lifespan=lifespan,
-        middleware=middleware,
+        routes=_routes(settings, database_events),
+        lifespan=_lifespan(settings),
+        middleware=_middleware(settings, database_events),
         # Unknown paths and methods answer in the JSON shape of every other error.
         # A read the database cannot answer now: 503 with Retry-After, never a 500.
         exception_handlers={HTTPException: errors.http_exception, DatabaseUnavailable: errors.database_unavailable},

