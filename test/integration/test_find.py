@@ -468,3 +468,19 @@ async def test_bad_breakdown_parameters_are_400_json(service: Service, params: l
 async def test_unfiltered_list_is_unchanged_and_limit_1000_holds(service: Service) -> None:
     status, body = await get(service, "/sessions", [("limit", 1000)])
     assert status == 200 and set(body) == {"sessions", "next"}
+
+
+async def test_read_tokens_apply(start_service: Any) -> None:
+    svc = await start_service(env={"READ_TOKENS": "find-read-token-0123456789"})
+    for path in (
+        "/stats/breakdown?name=a&key=b",
+        "/sessions?name=a&data=k:v",
+        "/sessions?data=k:v&token=find-read-token-0123456789",
+    ):
+        async with aiohttp.ClientSession() as http:
+            if "token=" not in path:
+                async with http.get(svc.url + path) as response:
+                    assert response.status == 401 and (await response.json())["error"] == "unauthorized"
+            headers = {"Authorization": "Bearer find-read-token-0123456789"}
+            async with http.get(svc.url + path, headers=headers) as response:
+                assert response.status == 200, await response.text()
