@@ -231,12 +231,13 @@ class Breakdown:
 
 
 def parse_breakdown(params: Mapping[str, Sequence[str]], rng: st.Range) -> Breakdown:
-    name = _once(params, "name")
+    names, keys = params.get("name") or [], params.get("key") or []
+    name = names[0] if len(names) == 1 else None
     if name is None or not _text_ok(name, st.MAX_NAME_CHARS):
         raise st.BadParameter(
             ErrorCode.INVALID_NAME, f"name must be given once: an event name of 1 to {st.MAX_NAME_CHARS} characters."
         )
-    key = _once(params, "key")
+    key = keys[0] if len(keys) == 1 else None
     if key is None or not _text_ok(key, MAX_KEY_CHARS):
         raise st.BadParameter(
             ErrorCode.INVALID_KEY, f"key must be given once: a top-level data key of 1 to {MAX_KEY_CHARS} characters."

@@ -447,7 +447,8 @@ async def test_bad_session_filters_are_400_json_naming_the_parameter(
     [
         ([("key", "plan")], "invalid_name"),
         ([("name", ""), ("key", "plan")], "invalid_name"),
-        ([("name", "a"), ("name", "b"), ("key", "plan")], "invalid_filter"),
+        ([("name", "a"), ("name", "b"), ("key", "plan")], "invalid_name"),
+        ([("name", "a"), ("key", "b"), ("key", "c")], "invalid_key"),
         ([("name", "view")], "invalid_key"),
         ([("name", "view"), ("key", "")], "invalid_key"),
         ([("name", "view"), ("key", "k" * 256)], "invalid_key"),
