@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     INVALID_RANGE = "invalid_range"
     INVALID_BUCKET = "invalid_bucket"
     INVALID_NAME = "invalid_name"
+    INVALID_KEY = "invalid_key"
     INVALID_STEP = "invalid_step"
     INVALID_WITHIN = "invalid_within"
     TOO_MANY_BUCKETS = "too_many_buckets"

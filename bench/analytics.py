@@ -35,6 +35,16 @@ from .stats import Recorder
 NAMES = ["view", "add_to_cart", "checkout", "scroll", "click", "search", "login", "share"] + [f"name{i:02d}" for i in range(22)]
 WEIGHTS = [1.0 / (i + 1) for i in range(len(NAMES))]
 FUNNEL = ("view", "add_to_cart", "checkout")
+# Each EVENT's data (for /stats/breakdown and /sessions?data=): a path out of 50 (a few
+# dominate), a plan, or no data at all for one in four.
+_rng = random.Random(5)
+DATA: list[str | None] = [
+    None
+    if i % 4 == 0
+    else json.dumps({"path": f"/page/{min(49, int(_rng.expovariate(0.15)))}", "plan": ["free", "pro"][i % 3 == 0]})
+    for i in range(10_007)
+]
+COLUMNS = ["session_id", "type", "ts", "name_id", "data"]
 MIGRATIONS = [app_db.SCHEMA_DIR / "004_stats.sql", app_db.SCHEMA_DIR / "005_stats_sessions.sql"]
 
 
@@ -51,13 +61,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --database-url: measure what the database already holds (a previous run's data) instead of generating",
     )
     p.add_argument(
-        "--only", default=None, help="comma-separated endpoints to measure (summary,timeseries,names,funnel; default all)"
+        "--only",
+        default=None,
+        help="comma-separated endpoints to measure (summary,timeseries,names,funnel,breakdown,sessions; default all)",
     )
     p.add_argument("--funnel-sessions", type=int, default=100_000, help="sessions the funnel covers (default 100,000)")
 
 
 def generate(events: int, sessions: int, days: int, now_ms: int, seed: int = 13) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows (session_id, type, ts, name_id as a name index) per session, sessions in start order.
+    """Rows (session_id, type, ts, name_id as a name index, data) per session, sessions in start order.
 
     Each session: a SESSION_START, about events/sessions EVENTs a few seconds to a
     minute apart, and (90 %) a SESSION_END after the last.
@@ -74,14 +86,14 @@ def generate(events: int, sessions: int, days: int, now_ms: int, seed: int = 13)
         remaining_sessions = sessions - index
         count = left if remaining_sessions == 1 else max(0, min(left, int(rng.uniform(0, 2 * per) + 0.5)))
         left -= count
-        rows: list[tuple[Any, ...]] = [(sid, "SESSION_START", start, None)]
+        rows: list[tuple[Any, ...]] = [(sid, "SESSION_START", start, None, None)]
         ts = start
         for _ in range(count):
             ts += rng.randrange(200, 60_000)
-            rows.append((sid, "EVENT", ts, chosen[pick % len(chosen)]))
+            rows.append((sid, "EVENT", ts, chosen[pick % len(chosen)], DATA[pick % len(DATA)]))
             pick += 1
         if rng.random() < 0.9:
-            rows.append((sid, "SESSION_END", ts + rng.randrange(0, 30_000), None))
+            rows.append((sid, "SESSION_END", ts + rng.randrange(0, 30_000), None, None))
         yield rows
 
 
@@ -95,15 +107,13 @@ async def load(url: str, args: argparse.Namespace, now_ms: int) -> tuple[int, in
         chunk: list[tuple[Any, ...]] = []
         written = 0
         for rows in generate(args.events, sessions, args.days, now_ms):
-            chunk.extend((sid, kind, ts, None if n is None else ids[n]) for sid, kind, ts, n in rows)
+            chunk.extend((sid, kind, ts, None if n is None else ids[n], data) for sid, kind, ts, n, data in rows)
             if len(chunk) >= args.chunk:
-                await conn.copy_records_to_table(
-                    queries.EVENTS_TABLE, records=chunk, columns=["session_id", "type", "ts", "name_id"]
-                )
+                await conn.copy_records_to_table(queries.EVENTS_TABLE, records=chunk, columns=COLUMNS)
                 written += len(chunk)
                 chunk = []
         if chunk:
-            await conn.copy_records_to_table(queries.EVENTS_TABLE, records=chunk, columns=["session_id", "type", "ts", "name_id"])
+            await conn.copy_records_to_table(queries.EVENTS_TABLE, records=chunk, columns=COLUMNS)
             written += len(chunk)
         copy_s = time.monotonic() - t0
         t1 = time.monotonic()
@@ -158,6 +168,16 @@ async def timed(http: aiohttp.ClientSession, url: str, count: int) -> tuple[Reco
                 raise RuntimeError(f"GET {url} answered {response.status}: {body}")
         rec.add(time.perf_counter() - t0)
     return rec, body
+
+
+async def _find_sessions(http: aiohttp.ClientSession, base: str, day: st.Range, count: int) -> Row:
+    """GET /sessions?name=checkout&from=<24 h ago>: the first page (50), as a person searching would."""
+    url = f"{base}/sessions?{urlencode([('name', 'checkout'), ('from', day.start)])}"
+    await timed(http, url, 1)
+    rec, body = await timed(http, url, count)
+    p50, p99 = rec.p50_p99_ms()
+    covers = f"{len(body['sessions'])} sessions on the first page"
+    return {"query": "sessions?name=&from=", "range": "24 h", "requests": count, "p50 ms": p50, "p99 ms": p99, "covers": covers}
 
 
 async def main(args: argparse.Namespace, db: Database) -> None:
@@ -248,6 +268,14 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                                 ),
                             ],
                         ),
+                        (
+                            "breakdown",
+                            rng,
+                            label,
+                            [*span, ("name", "view"), ("key", "path")],
+                            count,
+                            [("values by path", [queries.STATS_BREAKDOWN, name_ids["view"], rng.start, rng.end, "path", 20])],
+                        ),
                     ]
                 steps = [("step", s) for s in FUNNEL]
                 funnel_span = list(await conn.fetchrow(queries.STATS_FUNNEL_SPAN, funnel_range.start, funnel_range.end))
@@ -292,6 +320,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                     results.append(row)
                     for what, (sql, *qargs) in plans:
                         notes.append(f"- {name}, {label}, {what}: {await explain(conn, sql, qargs)}")
+                if only is None or "sessions" in only:
+                    results.append(await _find_sessions(http, svc.http, day, args.requests))
         finally:
             await conn.close()
         rss = svc.tree.rss_bytes()

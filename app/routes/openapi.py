@@ -118,6 +118,32 @@ _STATS_SCHEMAS: dict[str, Any] = {
             },
         }
     ),
+    "StatsBreakdown": {
+        "type": "object",
+        "required": ["from", "to", "name", "key", "values", "other", "missing"],
+        "properties": {
+            **_RANGE,
+            "name": {"type": "string"},
+            "key": {"type": "string"},
+            "values": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "value": {"description": "the value as JSON: a string, number, boolean or null"},
+                        "events": _COUNT,
+                        "sessions": _COUNT,
+                    }
+                ),
+            },
+            "other": _object({"events": _COUNT, "sessions": _COUNT}),
+            "missing": _object({"events": _COUNT, "sessions": _COUNT}),
+            "series": {
+                "type": "array",
+                "description": "with ?bucket= only",
+                "items": _object({"value": {}, "points": _POINTS}),
+            },
+        },
+    },
 }
 _TIME = {
     "type": "string",
@@ -200,6 +226,29 @@ def _stats_paths(secured: bool) -> dict[str, Any]:
                     "in": "query",
                     "schema": {"type": "integer", "minimum": 0},
                     "description": "every step at most this many ms after the chain's first step",
+                },
+            ],
+            secured,
+        ),
+        "/stats/breakdown": _stats(
+            "The EVENTs of one name grouped by the value of one top-level data key",
+            "statsBreakdown",
+            "StatsBreakdown",
+            [
+                {"name": "name", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+                {
+                    "name": "key",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    "description": "a top-level key of the events' data",
+                },
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+                {
+                    "name": "bucket",
+                    "in": "query",
+                    "schema": {"enum": ["minute", "hour", "day"]},
+                    "description": "adds series: the top values per UTC-aligned bucket",
                 },
             ],
             secured,
@@ -379,6 +428,48 @@ def _session_paths(secured: bool) -> dict[str, Any]:
     }
 
 
+_SESSION_FILTERS: list[dict[str, Any]] = [
+    {
+        "name": "name",
+        "in": "query",
+        "style": "form",
+        "explode": True,
+        "schema": {**_NAME_LIST, "maxItems": 10},
+        "description": "sessions with an EVENT of each name (repeatable: all required)",
+    },
+    {"name": "from", "in": "query", "description": "sessions whose start is at or after this", "schema": _TIME},
+    {"name": "to", "in": "query", "description": "sessions whose start is before this", "schema": _TIME},
+    {
+        "name": "ended",
+        "in": "query",
+        "schema": {"type": "boolean"},
+        "description": "sessions with (true) or without (false) an end",
+    },
+    {
+        "name": "min_duration_ms",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "ended sessions with end - start >= this",
+    },
+    {
+        "name": "max_duration_ms",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "ended sessions with end - start <= this",
+    },
+    {
+        "name": "data",
+        "in": "query",
+        "style": "form",
+        "explode": True,
+        "schema": {"type": "array", "maxItems": 10, "items": {"type": "string", "pattern": "^.+:.*$"}},
+        "description": "<key>:<value> (repeatable): an EVENT whose data has that top-level key with that value as a "
+        'JSON string, number or boolean (plan:pro, n:3, ok:true; plan:"pro" for the string only; "a:b":1 for a key '
+        "with a colon); with name, the same EVENT has one of the names",
+    },
+]
+
+
 def _sessions_paths(secured: bool) -> dict[str, Any]:
     """The list of recently first-seen sessions."""
     return {
@@ -399,10 +490,11 @@ def _sessions_paths(secured: bool) -> dict[str, Any]:
                             "description": "the next cursor of the previous page",
                             "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
                         },
+                        *_SESSION_FILTERS,
                     ],
                     "responses": {
                         "200": _json("A page of sessions", "SessionList"),
-                        "400": _error("Malformed limit or cursor"),
+                        "400": _error("Malformed limit, cursor or filter (invalid_filter names it), or an unknown parameter"),
                         "503": _UNAVAILABLE,
                     },
                 },

@@ -1,4 +1,4 @@
-"""GET /stats/summary, /stats/timeseries, /stats/names, /stats/funnel: session analytics.
+"""GET /stats/summary, /stats/timeseries, /stats/names, /stats/funnel, /stats/breakdown: session analytics.
 
 Parameters and shaping are pure (app/reads/stats.py); the reads are typed operations of
 app/store/store.py over the rollups of schema/004_stats.sql. Each response reads one
@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app.codes import ErrorCode
 from app.errors import error_response
+from app.reads import find
 from app.reads import stats as st
 from app.store import store
 
@@ -162,6 +164,42 @@ async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ran
     return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
 
 
+def _breakdown_options(params: Params, rng: st.Range) -> dict[str, Any]:
+    unknown = find.unknown_parameters(params, find.BREAKDOWN_PARAMETERS)
+    if unknown is not None:
+        raise st.BadParameter(ErrorCode.UNKNOWN_PARAMETER, unknown)
+    return {"breakdown": find.parse_breakdown(params, rng)}
+
+
+async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    """Values, other and missing from one pass over the name's events in the range; the
+    series (with ?bucket=) from a second pass in the same snapshot."""
+    wanted: find.Breakdown = options["breakdown"]
+    body: dict[str, Any] = {"from": rng.start, "to": rng.end, "name": wanted.name, "key": wanted.key}
+    ids = await store.stats_name_ids(conn, [wanted.name])
+    groups: list[store.BreakdownGroup] = []
+    if wanted.name in ids:
+        groups = await store.stats_breakdown(conn, ids[wanted.name], rng.start, rng.end, wanted.key, wanted.limit)
+    values = sorted((g for g in groups if g.kind == 0), key=lambda g: (-g.events, g.value or ""))
+    rest = {g.kind: {"events": g.events, "sessions": g.sessions} for g in groups if g.kind != 0}
+    empty = {"events": 0, "sessions": 0}
+    # orjson.Fragment: the value's JSON text as PostgreSQL has it (big integers, 1.50 stay exact).
+    body["values"] = [{"value": orjson.Fragment(g.value or "null"), "events": g.events, "sessions": g.sessions} for g in values]
+    body["other"] = rest.get(1, empty)
+    body["missing"] = rest.get(2, empty)
+    if wanted.bucket is not None:
+        _, size = wanted.bucket
+        labels = [g.value or "null" for g in values]
+        counts: dict[int, dict[int, int]] = {}
+        if labels:
+            counts = await store.stats_breakdown_buckets(conn, ids[wanted.name], rng.start, rng.end, wanted.key, size, labels)
+        starts = st.bucket_starts(rng, size)
+        body["series"] = [
+            {"value": orjson.Fragment(label), "points": st.points(starts, counts.get(i, {}))} for i, label in enumerate(labels)
+        ]
+    return body
+
+
 def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         params: dict[str, list[str]] = {}
@@ -186,4 +224,5 @@ routes = [
     Route("/stats/timeseries", _endpoint(_timeseries_options, _timeseries), methods=["GET"]),
     Route("/stats/names", _endpoint(_names_options, _names), methods=["GET"]),
     Route("/stats/funnel", _endpoint(_funnel_options, _funnel), methods=["GET"]),
+    Route("/stats/breakdown", _endpoint(_breakdown_options, _breakdown), methods=["GET"]),
 ]

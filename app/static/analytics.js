@@ -49,6 +49,10 @@
     refreshTimer: null,
     renderScheduled: false,
     liveApplied: 0,          // entries applied since the last fetch (tests and the curious)
+    bdName: '',              // the breakdown's name and key ('' = not chosen)
+    bdKey: '',
+    breakdown: null,         // /stats/breakdown body
+    bdSeq: 0,
   };
 
   /* -------------------------------------------------------------- window */
@@ -154,6 +158,7 @@
       st.liveApplied = 0;
       renderAll();
       await refreshFunnel();
+      await refreshBreakdown();
       if (seq !== st.seq) return;
       $('view-analytics').dataset.loaded = 'true';
     } catch (e) {
@@ -186,6 +191,7 @@
         st.names = names;
         scheduleRender();
         await refreshFunnel();
+        await refreshBreakdown();
       } catch (e) {
         if (seq === st.seq) showError(e);
       }
@@ -220,6 +226,33 @@
       if (e instanceof api.AuthError) api.askForToken();
     }
     renderFunnel();
+  }
+
+  async function refreshBreakdown() {
+    const status = $('an-bd-status');
+    const seq = ++st.bdSeq;
+    if (!st.bdName || !st.bdKey) {
+      st.breakdown = null;
+      status.textContent = 'Pick a name and one of the data keys its events carry.';
+      renderBreakdown();
+      return;
+    }
+    const q = rangeParams();
+    q.set('name', st.bdName);
+    q.set('key', st.bdKey);
+    q.set('limit', '10');
+    try {
+      const body = await api.get('/stats/breakdown', q);
+      if (seq !== st.bdSeq) return;
+      st.breakdown = body;
+      status.textContent = st.bdName + ' events in the range by data.' + st.bdKey + ' (bars: events; sessions in the label).';
+    } catch (e) {
+      if (seq !== st.bdSeq) return;
+      st.breakdown = null;
+      status.textContent = 'Could not load the breakdown: ' + e.message;
+      if (e instanceof api.AuthError) api.askForToken();
+    }
+    renderBreakdown();
   }
 
   /* ---------------------------------------------------------- live stream */
@@ -286,6 +319,62 @@
     renderNames();
     renderStepChoices();
     renderFunnel();
+    renderBreakdownChoices();
+    renderBreakdown();
+  }
+
+  function fillSelect(select, prompt, values, chosen) {
+    const key = JSON.stringify([values, chosen]);
+    if (select.dataset.choices === key) return;
+    select.dataset.choices = key;
+    select.textContent = '';
+    select.appendChild(new Option(prompt, ''));
+    values.forEach((v) => select.appendChild(new Option(v, v)));
+    select.value = chosen;
+  }
+
+  // Names from /stats/names; keys from the data the feed has seen for that name.
+  function renderBreakdownChoices() {
+    const names = knownNames();
+    if (st.bdName && names.indexOf(st.bdName) < 0) names.push(st.bdName);
+    fillSelect($('an-bd-name'), 'choose a name…', names, st.bdName);
+    const keys = st.bdName ? M.api.dataKeys(st.bdName) : [];
+    if (st.bdKey && keys.indexOf(st.bdKey) < 0) keys.push(st.bdKey);
+    fillSelect($('an-bd-key'), keys.length || !st.bdName ? 'choose a key…' : 'no data keys seen for this name', keys, st.bdKey);
+  }
+
+  function renderBreakdown() {
+    const fig = $('an-breakdown');
+    fig.textContent = '';
+    const b = st.breakdown;
+    if (!b || !Array.isArray(b.values)) return;
+    const rows = b.values.map((v) => ({ label: JSON.stringify(v.value), events: v.events, sessions: v.sessions, cls: 'bar breakdown' }));
+    if (b.other && b.other.events) rows.push({ label: '(other values)', events: b.other.events, sessions: b.other.sessions, cls: 'bar breakdown other' });
+    if (b.missing && b.missing.events) rows.push({ label: '(no ' + b.key + ')', events: b.missing.events, sessions: b.missing.sessions, cls: 'bar breakdown missing' });
+    if (!rows.length) {
+      fig.appendChild(el('p', 'muted', 'No ' + b.name + ' events in the range.'));
+      return;
+    }
+    const W = Math.max(260, Math.floor(fig.clientWidth || 500));
+    const rowH = 36;
+    const H = rows.length * rowH + 4;
+    const max = Math.max(...rows.map((r) => r.events), 1);
+    const root = svg('svg', { width: W, height: H, viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': 'Breakdown of ' + b.name + ' by ' + b.key, class: 'chart-svg' });
+    rows.forEach((r, i) => {
+      const y = i * rowH + 2;
+      const bar = svg('rect', { x: 0, y: y + 16, width: Math.max(2, (r.events / max) * W), height: 14, rx: 3, class: r.cls });
+      bar.dataset.testid = 'an-bd-bar';
+      bar.dataset.events = String(r.events);
+      bar.dataset.value = r.label;
+      bar.appendChild(svg('title', {}, r.label + ': ' + fmt(r.events) + ' events, ' + fmt(r.sessions) + ' sessions'));
+      root.appendChild(bar);
+      const text = r.label.length > 60 ? r.label.slice(0, 59) + '…' : r.label;
+      root.appendChild(svg('text', { x: 0, y: y + 12, class: 'label' }, text));
+      root.appendChild(svg('text', { x: W, y: y + 12, 'text-anchor': 'end', class: 'label strong' }, fmt(r.events) + ' · ' + fmt(r.sessions) + ' sess.'));
+    });
+    fig.appendChild(root);
+    srTable(fig, 'Breakdown of ' + b.name + ' by ' + b.key, ['Value', 'Events', 'Sessions'],
+      rows.map((r) => [r.label, fmt(r.events), fmt(r.sessions)]));
   }
 
   function fmt(n) {
@@ -663,6 +752,15 @@
       renderStepChoices();
     });
     $('an-within').addEventListener('change', refreshFunnel);
+    $('an-bd-name').addEventListener('change', () => {
+      st.bdName = $('an-bd-name').value;
+      st.bdKey = '';
+      renderBreakdownChoices();
+      refreshBreakdown();
+    });
+    $('an-bd-key').addEventListener('focus', renderBreakdownChoices);
+    $('an-bd-key').addEventListener('change', () => { st.bdKey = $('an-bd-key').value; refreshBreakdown(); });
+    $('an-bd-form').addEventListener('submit', (ev) => ev.preventDefault());
     $('an-funnel-form').addEventListener('submit', (ev) => ev.preventDefault());
     let resizeTimer = null;
     window.addEventListener('resize', () => {

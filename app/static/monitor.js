@@ -69,6 +69,8 @@
     detail: null,            // {id, children, next, body, seq}
     detailSeq: 0,
     detailRefreshTimer: null,
+    search: null,            // the /sessions filters of the session search (URLSearchParams), or null
+    dataKeys: new Map(),     // event name -> Set of the top-level data keys seen in the feed
   };
 
   /* ---------------------------------------------------------------- helpers */
@@ -462,6 +464,7 @@
     state.viewSeen += 1;
     if (!history) state.arrivals.push(performance.now());
     if (state.conn !== 'live') setConn('live');
+    noteDataKeys(msg);
     accept({ kind: 'row', msg, id, history });
   }
 
@@ -881,7 +884,7 @@
     if (state.sessionsLoading && !fromStart) return false;
     state.sessionsLoading = true;
     const status = $('sessions-status');
-    const q = new URLSearchParams({ limit: String(SESSION_PAGE) });
+    const q = sessionsQuery();
     if (!fromStart && state.sessionsNext) q.set('before', state.sessionsNext);
     try {
       const body = await apiGet('/sessions', q);
@@ -893,7 +896,8 @@
       list.forEach((s) => appendSession(s));
       state.sessionsNext = body && body.next ? String(body.next) : null;
       $('sessions-more').hidden = !state.sessionsNext;
-      status.textContent = state.sessions.size ? '' : 'No sessions yet.';
+      status.textContent = state.sessions.size ? (state.search ? 'Sessions that match the search, newest first.' : '')
+        : state.search ? 'No session matches the search.' : 'No sessions yet.';
       return true;
     } catch (e) {
       if (e instanceof AuthError) {
@@ -909,12 +913,79 @@
     }
   }
 
+  function sessionsQuery() {
+    const q = new URLSearchParams(state.search || undefined);
+    q.set('limit', String(SESSION_PAGE));
+    return q;
+  }
+
+  // The session search form as /sessions filters; a string is what is wrong with it.
+  function readSearch() {
+    const q = new URLSearchParams();
+    $('search-name').value.split(',').map((n) => n.trim()).filter((n) => n).forEach((n) => q.append('name', n));
+    const lines = $('search-data').value.split('\n').map((l) => l.trim()).filter((l) => l);
+    for (const line of lines) {
+      if (line.indexOf(':') < 1) return 'Each data line is key:value, e.g. plan:pro.';
+      q.append('data', line);
+    }
+    for (const [id, key] of [['search-from', 'from'], ['search-to', 'to']]) {
+      const v = $(id).value;
+      if (!v) continue;
+      const ms = Date.parse(v + (v.length === 16 ? ':00' : '') + 'Z');
+      if (!isFinite(ms)) return 'Times are UTC dates and times.';
+      q.set(key, String(ms));
+    }
+    if ($('search-ended').value) q.set('ended', $('search-ended').value);
+    for (const [id, key] of [['search-min', 'min_duration_ms'], ['search-max', 'max_duration_ms']]) {
+      const v = $(id).value;
+      if (v === '') continue;
+      const n = Number(v);
+      if (!isFinite(n) || n < 0) return 'Durations are seconds, 0 or more.';
+      q.set(key, String(Math.round(n * 1000)));
+    }
+    return q;
+  }
+
+  async function onSearchSubmit(ev) {
+    ev.preventDefault();
+    const q = readSearch();
+    const err = $('search-error');
+    if (typeof q === 'string') { err.textContent = q; err.hidden = false; return; }
+    err.hidden = true;
+    state.search = [...q.keys()].length ? q : null;
+    $('sessions-title').textContent = state.search ? 'Found sessions' : 'Recent sessions';
+    const ok = await loadSessions(true);
+    if (ok === false && state.search) {
+      err.textContent = $('sessions-status').textContent;
+      err.hidden = false;
+    }
+  }
+
+  function clearSearch() {
+    $('session-search').reset();
+    $('search-error').hidden = true;
+    state.search = null;
+    $('sessions-title').textContent = 'Recent sessions';
+    loadSessions(true);
+  }
+
+  function noteDataKeys(msg) {
+    if (msg.type !== 'EVENT' || typeof msg.name !== 'string' || !msg.data || typeof msg.data !== 'object' || Array.isArray(msg.data)) return;
+    let keys = state.dataKeys.get(msg.name);
+    if (!keys) {
+      if (state.dataKeys.size >= 1000) return;
+      keys = new Set();
+      state.dataKeys.set(msg.name, keys);
+    }
+    for (const k of Object.keys(msg.data)) if (keys.size < 200) keys.add(k);
+  }
+
   // Refresh the newest page in place: new sessions go on top, known ones are updated.
   async function refreshSessionsTop() {
     if (state.sessionsLoading) { scheduleSessionsRefresh(); return; }
     state.sessionsLoading = true;
     try {
-      const body = await apiGet('/sessions', new URLSearchParams({ limit: String(SESSION_PAGE) }));
+      const body = await apiGet('/sessions', sessionsQuery());
       const list = body && Array.isArray(body.sessions) ? body.sessions : [];
       const fresh = [];
       list.forEach((s) => {
@@ -932,7 +1003,7 @@
         state.sessionsNext = String(body.next);
         $('sessions-more').hidden = false;
       }
-      $('sessions-status').textContent = state.sessions.size ? '' : 'No sessions yet.';
+      if (!state.search) $('sessions-status').textContent = state.sessions.size ? '' : 'No sessions yet.';
     } catch (e) {
       if (e instanceof AuthError) showTokenPanel(state.token ? 'The read token was rejected.' : '');
     } finally {
@@ -1191,6 +1262,8 @@
     $('sessions-list').addEventListener('click', onSessionClick);
     $('sessions-more').addEventListener('click', () => loadSessions(false));
     $('sessions-refresh').addEventListener('click', () => loadSessions(true));
+    $('session-search').addEventListener('submit', onSearchSubmit);
+    $('search-clear').addEventListener('click', clearSearch);
     $('detail-close').addEventListener('click', closeSession);
     $('detail-reload').addEventListener('click', () => { if (state.detail) openSession(state.detail.id); });
     $('detail-filter').addEventListener('click', () => {
@@ -1250,6 +1323,7 @@
       el,
       showView,
       onView: (fn) => viewListeners.push(fn),
+      dataKeys: (name) => [...(state.dataKeys.get(name) || [])].sort(),
       filterFeedByName: (name) => {
         applyFilters({ session: '', names: [name], types: [] });
         showView('live');

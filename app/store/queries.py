@@ -379,3 +379,84 @@ SELECT array_agg(e.name_id ORDER BY e.ts, e.position) AS names,
    AND e.type = 'EVENT' AND e.name_id = ANY($3::int[])
  GROUP BY e.session_id
 """
+
+# --- reads: finding sessions (GET /sessions filters, app/reads/find.py) -------------
+# The page of sessions first seen before $1 (newest first, $2 rows) that pass every
+# filter; a NULL parameter is no filter (plans are custom per request: STATS_SETTINGS).
+# $3/$4: start in [from, to); $5: ended; $6/$7: end - start within [min, max];
+# $8: name ids that must all be present. A (session, name) pair is read from 005's
+# presences (its primary key, an index-only probe) for the events up to the fold's
+# watermark $12, and from the few events past it (by primary key, hashed once).
+# $9-$11: data filters as (key, jsonb, jsonb or NULL): each needs one EVENT of the
+# session whose data has that key with one of those values and, with names, one of
+# those names (the same event matches both). `OFFSET 0` keeps the presence probe a
+# probe: without it PostgreSQL may hash all of stats_name_session_hours instead
+# (470 ms for 1 M events, against a few ms for the first page, bench stats).
+FIND_SESSIONS = """
+SELECT s.id::text AS session_id, s.start_ms, s.end_ms, s.event_count, s.seen
+  FROM sessions s
+ WHERE s.seen < $1
+   AND ($3::bigint IS NULL OR s.start_ms >= $3)
+   AND ($4::bigint IS NULL OR s.start_ms < $4)
+   AND ($5::boolean IS NULL OR (s.end_ms IS NOT NULL) = $5)
+   AND ($6::bigint IS NULL OR s.end_ms - s.start_ms >= $6)
+   AND ($7::bigint IS NULL OR s.end_ms - s.start_ms <= $7)
+   AND NOT EXISTS (
+       SELECT 1 FROM unnest($8::int[]) AS wanted (name_id)
+        WHERE NOT EXISTS (SELECT 1 FROM stats_name_session_hours p
+                           WHERE p.session_id = s.id AND p.name_id = wanted.name_id OFFSET 0)
+          AND (s.id, wanted.name_id) NOT IN (SELECT e.session_id, e.name_id FROM events e
+                                              WHERE e.position > $12 AND e.type = 'EVENT'
+                                                AND e.name_id = ANY($8::int[])))
+   AND NOT EXISTS (
+       SELECT 1 FROM unnest($9::text[], $10::jsonb[], $11::jsonb[]) AS d (key, a, b)
+        WHERE NOT EXISTS (SELECT 1 FROM events e
+                           WHERE e.session_id = s.id AND e.type = 'EVENT'
+                             AND (cardinality($8::int[]) = 0 OR e.name_id = ANY($8::int[]))
+                             AND (e.data -> d.key)::jsonb IN (d.a, d.b)))
+ ORDER BY s.seen DESC
+ LIMIT $2
+"""
+
+# --- reads: GET /stats/breakdown ------------------------------------------------------
+# The EVENTs of name $1 in [$2, $3), grouped by the value of data key $4 as jsonb
+# (equal numbers are one value, 3 and 3.0), read from events itself in the response's
+# snapshot: exact whatever wrote them and whenever they arrived. Rows: the top $5
+# values (kind 0, most events first, ties by the value's jsonb text in byte order),
+# then the rest (kind 1) and the events without the key or without data (kind 2),
+# each with its events and distinct sessions. The events are first counted per
+# (value, session), once: distinct sessions per value are then those pairs, and the
+# rest's distinct sessions come from the pairs too, not from the events again (half
+# the time of grouping the events themselves for 30 days, bench stats).
+_BREAKDOWN_EVENTS = """
+    SELECT session_id, ts, (data -> $4::text)::jsonb AS v
+      FROM events
+     WHERE type = 'EVENT' AND name_id = $1 AND ts >= $2 AND ts < $3
+"""
+STATS_BREAKDOWN = """
+WITH pairs AS MATERIALIZED (
+    SELECT (data -> $4::text)::jsonb AS v, session_id, count(*) AS n
+      FROM events
+     WHERE type = 'EVENT' AND name_id = $1 AND ts >= $2 AND ts < $3
+     GROUP BY 1, 2
+), groups AS (
+    SELECT v, sum(n)::bigint AS events, count(*) AS sessions FROM pairs WHERE v IS NOT NULL GROUP BY v
+), top AS (
+    SELECT v, events, sessions, v::text COLLATE "C" AS label FROM groups ORDER BY events DESC, label LIMIT $5
+)
+SELECT 0 AS kind, label AS value, events, sessions FROM top
+UNION ALL
+SELECT 1, NULL, coalesce(sum(n), 0)::bigint, count(DISTINCT session_id) FROM pairs
+ WHERE v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = pairs.v)
+UNION ALL
+SELECT 2, NULL, coalesce(sum(n), 0)::bigint, count(DISTINCT session_id) FROM pairs WHERE v IS NULL
+"""
+
+# Per bucket of $5 ms: the EVENTs of name $1 in [$2, $3) whose key $4 has one of the
+# values $6 (jsonb texts; `value` is its 1-based index there), for ?bucket=.
+STATS_BREAKDOWN_BUCKETS = f"""
+SELECT array_position($6::jsonb[], v) AS value, ts - ts % $5 AS bucket, count(*) AS events
+  FROM ({_BREAKDOWN_EVENTS}) AS ev
+ WHERE v = ANY($6::jsonb[])
+ GROUP BY 1, 2
+"""

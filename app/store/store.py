@@ -444,3 +444,77 @@ async def stats_funnel_events(
                 for row in await conn.fetch(queries.STATS_FUNNEL_EVENTS, lo, hi, name_ids, span[0], span[1]):
                     yield row[0], row[1]
             lo = hi
+
+
+# --- finding sessions, breakdowns ---------------------------------------------------------
+
+
+class DataMatch(NamedTuple):
+    """One data filter as the database compares it: a key and one or two jsonb texts."""
+
+    key: str
+    match: str
+    also: str | None
+
+
+class SessionQuery(NamedTuple):
+    """GET /sessions filters with names as ids (None: that filter is not given)."""
+
+    start_from: int | None
+    start_to: int | None
+    ended: bool | None
+    min_duration_ms: int | None
+    max_duration_ms: int | None
+    name_ids: list[int]
+    data: list[DataMatch]
+
+
+@_translated
+async def find_sessions(
+    conn: asyncpg.Connection, before: int, limit: int, query: SessionQuery, watermark: int
+) -> list[SessionSummary]:
+    """Up to `limit` sessions first seen before `before` that pass every filter, newest first."""
+    rows = await conn.fetch(
+        queries.FIND_SESSIONS,
+        before,
+        limit,
+        query.start_from,
+        query.start_to,
+        query.ended,
+        query.min_duration_ms,
+        query.max_duration_ms,
+        query.name_ids,
+        [d.key for d in query.data],
+        [d.match for d in query.data],
+        [d.also for d in query.data],
+        watermark,
+    )
+    return [SessionSummary(*r) for r in rows]
+
+
+class BreakdownGroup(NamedTuple):
+    """kind 0: one value (its jsonb text in `value`), 1: the rest past the limit, 2: missing."""
+
+    kind: int
+    value: str | None
+    events: int
+    sessions: int
+
+
+@_translated
+async def stats_breakdown(
+    conn: asyncpg.Connection, name_id: int, start: int, end: int, key: str, limit: int
+) -> list[BreakdownGroup]:
+    rows = await conn.fetch(queries.STATS_BREAKDOWN, name_id, start, end, key, limit)
+    return [BreakdownGroup(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]
+
+
+@_translated
+async def stats_breakdown_buckets(
+    conn: asyncpg.Connection, name_id: int, start: int, end: int, key: str, size: int, values: list[str]
+) -> dict[int, dict[int, int]]:
+    """Index into `values` (0-based) -> bucket start -> EVENTs; empty buckets absent."""
+    out: dict[int, dict[int, int]] = {}
+    for value, bucket, n in await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS, name_id, start, end, key, size, values):
+        out.setdefault(int(value) - 1, {})[int(bucket)] = int(n)
+    return out
