@@ -38,6 +38,7 @@ class SseStats:
     latency: Recorder = field(default_factory=Recorder)
     resets: int = 0  # "event: reset" messages
     ended: int = 0  # streams the server ended (dropped clients), reconnected with Last-Event-ID
+    last_receipt: float = 0.0  # time.time() of the last delivery counted (burst mode's end of the burst)
 
 
 class _Group:
@@ -118,6 +119,7 @@ class _Group:
                         if isinstance(sent, float) and self.window[0] <= sent < self.window[1]:
                             st.deliveries += 1
                             st.latency.add(now - sent)
+                            st.last_receipt = now
                     elif line.startswith(b"id:"):
                         last_id = line[3:].strip().decode()
                     elif line.startswith(b"event:"):
@@ -142,7 +144,7 @@ class _Group:
                 cmd = conn.recv()
                 if cmd[0] != "window":
                     break
-                st.deliveries, st.latency, st.resets, st.ended = 0, Recorder(), 0, 0
+                st.deliveries, st.latency, st.resets, st.ended, st.last_receipt = 0, Recorder(), 0, 0, 0.0
                 self.window = (cmd[1], cmd[2])
                 await asyncio.sleep(max(0.0, cmd[2] + GRACE - time.time()))
                 conn.send(("result", _pack(st)))
@@ -158,6 +160,7 @@ def _pack(st: SseStats) -> dict[str, Any]:
         "latency_count": st.latency.count,
         "resets": st.resets,
         "ended": st.ended,
+        "last_receipt": st.last_receipt,
     }
 
 
@@ -233,6 +236,7 @@ class SseClients:
             out.latency.merge(rec)
             out.resets += res["resets"]
             out.ended += res["ended"]
+            out.last_receipt = max(out.last_receipt, res["last_receipt"])
         return out
 
     async def close(self) -> None:
