@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 
 from .report import Row, disturbed, emit
-from .service import Database, Meter, mib, raise_fd_limit, service
-from .sse import SseClients
+from .service import Database, Meter, Service, mib, raise_fd_limit, service
+from .sse import GRACE, SseClients
 from .wsload import acquire, session_ids
 
 
@@ -24,6 +24,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-procs", type=int, default=1, help="processes the SSE clients are spread over (default 1)")
     p.add_argument("--connect-concurrency", type=int, default=200, help="connection attempts in flight (default 200)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds idle before measuring RSS (default 3)")
+    p.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="EVENTS",
+        help="burst mode: instead of --rates, write EVENTS events as fast as possible (every frame sent at once, "
+        "ACKs awaited afterwards), --bursts times; deliveries/s over first send to last receipt (default 0: off)",
+    )
+    p.add_argument("--bursts", type=int, default=3, help="bursts in burst mode, one row each (default 3)")
+    p.add_argument("--burst-frame", type=int, default=1, help="events per frame in burst mode (default 1)")
 
 
 @dataclass
@@ -88,6 +98,80 @@ async def write_at_rate(ws_base: str, sid: str, rate: float, start: float, windo
     return out
 
 
+async def write_burst(ws_base: str, sid: str, events: int, per_frame: int, start: float) -> WriterResult:
+    """One WebSocket writer: ``events`` events in frames of ``per_frame``, all sent from wall-clock ``start`` on
+    without waiting for an ACK (the server's in-flight bound paces it), ``data = {"t": send time}``."""
+    out = WriterResult()
+    url = f"{ws_base}/ws?sessionId={sid}"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=4 * 2**20) as ws:
+        await asyncio.sleep(max(0.0, start - time.time()))
+        frames = 0
+        for first in range(0, events, per_frame):
+            now = time.time()
+            n = min(per_frame, events - first)
+            frame = [{"type": "EVENT", "timestamp": int(now * 1000), "name": "fanout", "data": {"t": now}}] * n
+            await ws.send_str(orjson.dumps(frame).decode())
+            frames += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    ack = orjson.loads(msg.data)
+                    if ack.get("type") == "ACK":
+                        out.acked += ack.get("accepted", 0)
+                    else:
+                        out.errors += 1
+                        out.first_error = out.first_error or str(msg.data)[:300]
+                    frames -= 1
+                    if not frames:
+                        break
+    out.in_window = out.acked
+    return out
+
+
+async def run_bursts(args: argparse.Namespace, svc: Service, db: Database, clients: SseClients, connected: int) -> list[Row]:
+    """Burst mode: --bursts bursts of --burst events, one row each (deliveries/s from first send to last receipt)."""
+    rows: list[Row] = []
+    sid = session_ids(1, seed=8)[0]
+    for k in range(args.bursts):
+        start = time.time() + 0.5
+        win = (start, start + 1.0)  # every event of the burst is sent inside it (the SSE clients count by data.t)
+        meter = Meter(svc.tree, db.tree)
+        metering = asyncio.create_task(meter.span(win[0], win[1] + GRACE, clock=time.time))
+        measuring = asyncio.create_task(clients.measure(*win))
+        w = await write_burst(svc.ws, sid, args.burst, args.burst_frame, start)
+        got = await measuring
+        await metering
+        m = meter.result
+        expected = w.acked * connected
+        span = got.last_receipt - start if got.deliveries else None
+        p50, p99 = got.latency.p50_p99_ms()
+        rows.append(
+            {
+                "step": f"burst {k + 1}: {args.burst} events, {args.burst_frame}/frame",
+                "workers": args.workers,
+                "clients": connected,
+                "burst s": span,
+                "deliveries/s": got.deliveries / span if span else None,
+                "delivered %": 100.0 * got.deliveries / expected if expected else None,
+                "p50 ms": p50,
+                "p99 ms": p99,
+                "server CPU s": m.get("server"),
+                "PG CPU s": m.get("db"),
+                "client CPU s": m.get("client"),
+                "other CPU s": m.get("other"),
+                "disturbed": disturbed(m),
+                "server µs/delivery": (m["server"] / got.deliveries * 1e6)
+                if m.get("server") is not None and got.deliveries
+                else None,
+                "dropped/reset": f"{got.ended}/{got.resets}",
+                "errors": w.errors,
+            }
+        )
+    return rows
+
+
 async def main(args: argparse.Namespace, db: Database) -> None:
     raise_fd_limit(args.clients + 4096)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -136,6 +220,9 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             )
             if st.first_failure:
                 notes.append(f"{st.failed} clients failed to connect, first: `{st.first_failure}`")
+            if args.burst > 0 and st.connected:
+                rows += await run_bursts(args, svc, db, clients, st.connected)
+                rates = []
             sid = session_ids(1, seed=7)[0]
             for rate in rates:
                 if not st.connected:
@@ -191,4 +278,9 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         "CPU is over the measured window (idle row: over the settle period); client CPU is the load generator (writer + "
         "SSE client processes)."
     )
+    if args.burst > 0:
+        notes.append(
+            "Burst rows: deliveries/s = deliveries of the burst's events / (last receipt - first send); CPU over the "
+            f"burst plus {GRACE:g} s."
+        )
     emit(f"fanout ({args.duration:g} s measured per step after {args.warmup:g} s warm-up)", rows, notes)

@@ -149,7 +149,7 @@ class Writer(Background):
             _settle(pending, outcome)
 
     async def _commit(self, group: list[_Pending]) -> list[Outcome]:
-        """The group's transaction; its outcomes once COMMIT returned.
+        """The group's transaction on a pool connection; its outcomes once COMMIT returned.
 
         Raises _CommitUnknown when the COMMIT itself failed (its outcome is then
         unknown), anything else when nothing was committed. Once COMMIT returned,
@@ -157,58 +157,52 @@ class Writer(Background):
         InternalClientError after the backend was terminated) can undo the ACK.
         """
         names = {entry[3] for p in group for entry in p.batch.entries if entry[3] is not None}
-        timeout = self._statement_timeout
         conn: asyncpg.Connection = await self._pool.acquire(timeout=10)  # type: ignore[assignment]
         try:
-            name_ids = await self._names.resolve(conn, names, timeout) if names else {}
-            # The first batch carrying a (scope, batch_id) in this group claims it;
-            # later ones in the same group are duplicates of it.
-            claims: dict[tuple[str, str], int] = {}
-            for i, pending in enumerate(group):
-                b = pending.batch
-                if b.batch_id is not None:
-                    claims.setdefault(_claim_key(b.session_id, b.batch_id), i)
-            xid = await store.begin_write(conn, self._lock_timeout, timeout)
-            fresh: set[tuple[str, str]] = set()
-            if claims:
-                keys = sorted(claims)  # one lock order for every writer: no deadlock
-                sizes = [len(group[claims[k]].batch.entries) for k in keys]
-                fresh = await store.claim_batch_ids(conn, keys, sizes, timeout)
-            outcomes: list[Outcome] = []
-            records: list[tuple[str, str, int, int | None, str | None]] = []
-            for i, pending in enumerate(group):
-                b = pending.batch
-                if b.batch_id is not None:
-                    key = _claim_key(b.session_id, b.batch_id)
-                    if key not in fresh or claims[key] != i:
-                        outcomes.append(Outcome(duplicate=True))
-                        continue
-                for session_id, kind, ts, name, data in b.entries:
-                    records.append((session_id, kind, ts, name_ids[name] if name is not None else None, data))
-                outcomes.append(Outcome(accepted=len(b.entries)))
-            if records:
-                await store.copy_events(conn, records, timeout)
-            pid = conn.get_server_pid()
-            try:
-                await store.commit(conn, timeout)
-            except Exception as exc:
-                raise _CommitUnknown(xid, pid, outcomes) from exc
-            return outcomes
+            name_ids = await self._names.resolve(conn, names, self._statement_timeout) if names else {}
+            return await self._transaction(conn, group, name_ids)
         except (TimeoutError, DatabaseUnavailable, _CommitUnknown) as exc:
             if _timed_out(exc):
-                # A statement got no answer: the connection is probably dead
-                # silently (network black hole), and its idle siblings with it.
-                # Drop it (a reset would wait as long) and have the pool replace
-                # the others rather than let each one stall a group in turn.
-                conn.terminate()
-                await self._pool.expire_connections()
+                await self._drop_silent(conn)
             raise
         finally:
-            try:
-                # Rolls back whatever was not committed (asyncpg's reset).
-                await self._pool.release(conn, timeout=5)  # type: ignore[arg-type]
-            except Exception as exc:  # noqa: BLE001 - the commit's outcome is already decided
-                log.warning("returning a write connection to the pool failed: %r", exc)
+            await self._release(conn)
+
+    async def _transaction(self, conn: asyncpg.Connection, group: list[_Pending], name_ids: dict[str, int]) -> list[Outcome]:
+        """BEGIN (the insert lock), claim the batch ids, COPY the fresh batches' entries, COMMIT."""
+        timeout = self._statement_timeout
+        claims = _claims(group)
+        xid = await store.begin_write(conn, self._lock_timeout, timeout)
+        fresh: set[tuple[str, str]] = set()
+        if claims:
+            keys = sorted(claims)  # one lock order for every writer: no deadlock
+            sizes = [len(group[claims[k]].batch.entries) for k in keys]
+            fresh = await store.claim_batch_ids(conn, keys, sizes, timeout)
+        outcomes, records = _records(group, claims, fresh, name_ids)
+        if records:
+            await store.copy_events(conn, records, timeout)
+        pid = conn.get_server_pid()
+        try:
+            await store.commit(conn, timeout)
+        except Exception as exc:
+            raise _CommitUnknown(xid, pid, outcomes) from exc
+        return outcomes
+
+    async def _drop_silent(self, conn: asyncpg.Connection) -> None:
+        """A statement got no answer: the connection is probably dead silently (network black hole).
+
+        Its idle siblings likely are too: drop it (a reset would wait as long) and
+        have the pool replace the others rather than let each one stall a group in turn.
+        """
+        conn.terminate()
+        await self._pool.expire_connections()
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        try:
+            # Rolls back whatever was not committed (asyncpg's reset).
+            await self._pool.release(conn, timeout=5)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - the commit's outcome is already decided
+            log.warning("returning a write connection to the pool failed: %r", exc)
 
     async def _resolve(self, unknown: _CommitUnknown) -> str | None:
         """'committed' or 'aborted' for a transaction whose COMMIT got no answer; None if unknowable.
@@ -263,6 +257,40 @@ class _CommitUnknown(Exception):
         self.xid = xid
         self.pid = pid
         self.outcomes = outcomes
+
+
+def _claims(group: list[_Pending]) -> dict[tuple[str, str], int]:
+    """(scope, batch_id) -> the index of the first batch of the group carrying it: that one claims it,
+    later ones in the same group are duplicates of it."""
+    claims: dict[tuple[str, str], int] = {}
+    for i, pending in enumerate(group):
+        b = pending.batch
+        if b.batch_id is not None:
+            claims.setdefault(_claim_key(b.session_id, b.batch_id), i)
+    return claims
+
+
+Record = tuple[str, str, int, int | None, str | None]
+
+
+def _records(
+    group: list[_Pending], claims: dict[tuple[str, str], int], fresh: set[tuple[str, str]], name_ids: dict[str, int]
+) -> tuple[list[Outcome], list[Record]]:
+    """Each batch's outcome and the rows to COPY: a batch whose id was claimed already (here or
+    before) is a duplicate and adds none."""
+    outcomes: list[Outcome] = []
+    records: list[Record] = []
+    for i, pending in enumerate(group):
+        b = pending.batch
+        if b.batch_id is not None:
+            key = _claim_key(b.session_id, b.batch_id)
+            if key not in fresh or claims[key] != i:
+                outcomes.append(Outcome(duplicate=True))
+                continue
+        for session_id, kind, ts, name, data in b.entries:
+            records.append((session_id, kind, ts, name_ids[name] if name is not None else None, data))
+        outcomes.append(Outcome(accepted=len(b.entries)))
+    return outcomes, records
 
 
 def _timed_out(exc: BaseException) -> bool:

@@ -212,6 +212,8 @@ LISTEN_CHANNEL = "eventservice_events"
 # Moves the session deltas the trigger appended into the rollup, and counts the events
 # since the last fold (schema/005_stats_sessions.sql); app/store/watch.py.
 STATS_FOLD = "SELECT stats_fold()"
+# The same in a slice of at most $1 events, one short transaction each (app/store/watch.py).
+STATS_FOLD_UP_TO = "SELECT stats_fold_up_to($1)"
 
 # For the stats transaction only: room to sort and hash in memory, and a plan made
 # for each request's own range. A prepared statement otherwise switches to one

@@ -340,6 +340,13 @@ async def stats_fold(conn: asyncpg.Connection, timeout: float) -> None:
 
 
 @_translated
+async def stats_fold_up_to(conn: asyncpg.Connection, max_events: int, timeout: float) -> None:
+    """One slice of the fold: at most max_events events, READ COMMITTED as stats_fold."""
+    async with conn.transaction(isolation="read_committed"):
+        await conn.execute(queries.STATS_FOLD_UP_TO, max_events, timeout=timeout)
+
+
+@_translated
 async def stats_watermark(conn: asyncpg.Connection) -> int:
     """The last stream position the rollups and presences count (schema/005_stats_sessions.sql)."""
     return int(await conn.fetchval(queries.STATS_WATERMARK))

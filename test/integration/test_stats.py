@@ -470,6 +470,31 @@ async def test_a_fold_behind_catches_up_in_bounded_steps(postgres: test_postgres
         await conn.close()
 
 
+async def test_one_service_fold_takes_every_slice_up_to_the_head(postgres: test_postgres.TestPostgres) -> None:
+    """The service folds in slices of FOLD_SLICE events (short transactions beside the
+    writers), but one fold still reaches the head it saw: more than a slice behind, one
+    call leaves nothing unfolded, and the rollups stay exact."""
+    from app.store import db as app_db
+    from app.store import watch
+
+    url = await postgres.create_database("fold_slices")  # no service: nothing folds but us
+    await app_db.migrate(url)
+    conn = await asyncpg.connect(url)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    try:
+        model = Model()
+        sid = str(uuid.uuid4())
+        rows = [(sid, "SESSION_START", T0, None), *((sid, "EVENT", T0 + i, ("view", "click")[i % 2]) for i in range(25_000))]
+        await insert(conn, model, rows)
+        assert (await unfolded(conn))[1] > 2 * watch.FOLD_SLICE
+        await watch.Watch(pool, lock_report_seconds=5, retention_hours=1).fold_stats()
+        assert await unfolded(conn) == (0, 0)
+        await assert_rollups_exact(conn)
+    finally:
+        await pool.close()
+        await conn.close()
+
+
 async def test_the_fold_runs_whatever_the_databases_default_isolation(
     postgres: test_postgres.TestPostgres, start_service: Any
 ) -> None:
