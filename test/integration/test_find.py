@@ -95,7 +95,7 @@ def _value(row: Row, key: str) -> Any:
 
 
 def matches(value: Any, text: str) -> bool:
-    """SPEC's `data=key:value`, as docs/find-and-breakdown.md defines it."""
+    """SPEC's `data=key:value`, as docs/reads.md defines it."""
     if text.startswith('"'):
         return isinstance(value, str) and value == json.loads(text)
     if isinstance(value, str):

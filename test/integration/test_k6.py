@@ -5,7 +5,7 @@ K6_PROFILE=ci: a few seconds and a few VUs each, and only the functional thresho
 (every check passes, no failed request or batch, no SSE reset), so a busy machine makes
 the run slower, never red. k6's exit status decides, as in any CI; the end-of-test
 summary says which check or threshold failed. The latency thresholds belong to the
-longer run of test/k6/run.sh (docs/k6.md).
+longer run of test/k6/run.sh (docs/testing.md, "k6").
 """
 
 from __future__ import annotations
