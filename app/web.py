@@ -24,7 +24,7 @@ from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
 from app.reads.tree_cache import TreeCache
-from app.routes import batch, health, metrics, openapi, page, session, sessions, stream, ws
+from app.routes import batch, health, metrics, openapi, page, sdk, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     database_events = _stream_endpoint(settings)
     routes = [*health.routes, *_ingest_routes(settings), *session.routes, *sessions.routes, *stream.routes(database_events)]
-    routes += [*metrics.routes, *page.routes]
+    routes += [*metrics.routes, *page.routes, *sdk.routes]
     routes += openapi.routes
     routes += stats_routes.routes
     # Tokens, origins, CORS, connection limits, per-connection logs: app/edge/security.py.
