@@ -1,0 +1,288 @@
+"""The browser uploader (/sdk/eventservice.js) in a real Chromium, loaded by a page of another origin.
+
+As a shop's site would use it: a small static server on its own port serves a page
+that imports the module from the service; the service lists that page's origin in
+ALLOWED_ORIGINS. Each scenario tags its events with a unique `run` in their data and
+counts them in the database: every tracked event stored exactly once (as many rows
+as distinct indexes, as many as were tracked). Restarts, kill -9, offline periods
+and closed tabs are real; waiting is by polling with a deadline, never by sleeping
+(the one sleep-like thing is the page's own 200 events/s pacing, and holding the
+network off for a stretch of time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from test.conftest import StartService
+from test.integration.test_monitor_page import browser  # noqa: F401 (the shared Chromium fixture)
+from test.support.postgres import free_port
+from test.support.service import Service
+
+try:
+    from playwright.async_api import Browser, BrowserContext, Page
+except ImportError:  # the browser fixture skips visibly
+    pass
+
+pytestmark = pytest.mark.browser
+
+DEADLINE_S = 60.0
+# The library's backoff caps at 30 s; a test restarts the service within seconds,
+# so a lower cap keeps its run time short without changing what is tested.
+FAST_RECONNECT = {"maxReconnectDelayMs": 2000}
+
+PAGE = """<!doctype html><meta charset="utf-8"><title>shop</title>
+<script type="module">
+import { createUploader } from "%(service)s/sdk/eventservice.js";
+window.errors = [];
+window.make = (options) => {
+  window.up = createUploader({ endpoint: "%(service)s", onError: (e) => window.errors.push(e), ...options });
+  return window.up.sessionId;
+};
+// n events tagged {run, i} at `perSecond`, from index `from`; resolves when all are tracked.
+window.pace = async (run, from, n, perSecond) => {
+  const t0 = performance.now();
+  for (let k = 0; k < n; k++) {
+    window.up.track("paced", { run, i: from + k });
+    const wait = t0 + ((k + 1) * 1000) / perSecond - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  }
+};
+window.ready = true;
+</script>"""
+
+
+class Shop:
+    """The page origin: serves one HTML page that imports the library from the service."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.service_url = ""
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    async def start(self, service_url: str) -> None:
+        self.service_url = service_url
+        app = web.Application()
+        app.router.add_get("/", self._page)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        return web.Response(text=PAGE % {"service": self.service_url}, content_type="text/html")
+
+    async def stop(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+@pytest.fixture
+async def shop_service(start_service: StartService) -> AsyncIterator[tuple[Shop, Service]]:
+    shop = Shop()
+    service = await start_service(env={"ALLOWED_ORIGINS": shop.origin})
+    await shop.start(service.url)
+    try:
+        yield shop, service
+    finally:
+        await shop.stop()
+
+
+@pytest.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:  # noqa: F811
+    ctx = await browser.new_context()
+    ctx.set_default_timeout(30_000)
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+async def open_page(ctx: BrowserContext, shop: Shop, page_errors: list[str] | None = None) -> Page:
+    page = await ctx.new_page()
+    errors = page_errors if page_errors is not None else []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(shop.origin + "/")
+    await page.wait_for_function("window.ready === true")
+    return page
+
+
+async def make(page: Page, **options: Any) -> str:
+    session: str = await page.evaluate("(o) => window.make(o)", {**FAST_RECONNECT, **options})
+    return session
+
+
+async def flush(page: Page) -> None:
+    await page.evaluate("() => window.up.flush()")
+
+
+_COUNT_RUN = "SELECT count(*) AS n, count(DISTINCT data->>'i') AS d FROM events WHERE data->>'run' = $1"
+
+
+async def stored(service: Service, run: str) -> tuple[int, int]:
+    """(rows, distinct indexes) of the events tagged with `run`."""
+    conn = await asyncpg.connect(service.database_url)
+    try:
+        row = await conn.fetchrow(_COUNT_RUN, run)
+    finally:
+        await conn.close()
+    assert row is not None
+    return int(row["n"]), int(row["d"])
+
+
+async def until(probe: Callable[[], Awaitable[bool]], what: str, deadline_s: float = DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {deadline_s:g}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+async def assert_exactly_once(service: Service, run: str, expected: int) -> None:
+    async def complete() -> bool:
+        return (await stored(service, run))[1] >= expected
+
+    await until(complete, f"{expected} events of run {run}")
+    assert await stored(service, run) == (expected, expected)
+
+
+async def leftovers(page: Page) -> int:
+    count: int = await page.evaluate("() => Object.keys(localStorage).filter((k) => k.startsWith('eventservice:b:')).length")
+    return count
+
+
+async def test_sigterm_and_kill_9_mid_stream_lose_and_duplicate_nothing(
+    shop_service: tuple[Shop, Service], context: BrowserContext
+) -> None:
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    await make(page)
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { window.done = window.pace(run, 0, 2000, 200); }", run)
+
+    await until(lambda: _at_least(service, run, 300), "the first events")
+    service.signal(signal.SIGTERM)
+    assert service.wait() == 0
+    service.start()
+    await until(lambda: _at_least(service, run, 900), "events after the SIGTERM restart")
+    service.signal(signal.SIGKILL)
+    service.wait()
+    service.start()
+    await page.evaluate("() => window.done")
+    await flush(page)
+    await assert_exactly_once(service, run, 2000)
+    assert await page.evaluate("() => [window.up.pending, window.errors.length]") == [0, 0]
+
+
+async def test_offline_period_mid_stream(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    await make(page)
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { window.done = window.pace(run, 0, 600, 200); }", run)
+    await until(lambda: _at_least(service, run, 100), "events before going offline")
+    await context.set_offline(True)
+    assert await page.evaluate("() => navigator.onLine") is False
+    await asyncio.sleep(2.0)  # a stretch offline, not a synchronisation
+    await context.set_offline(False)
+    await page.evaluate("() => window.done")
+    await flush(page)
+    await assert_exactly_once(service, run, 600)
+
+
+async def _at_least(service: Service, run: str, n: int) -> bool:
+    return (await stored(service, run))[1] >= n
+
+
+async def test_tab_closed_right_after_tracking_is_resent_by_the_next_page(
+    shop_service: tuple[Shop, Service], context: BrowserContext
+) -> None:
+    shop, service = shop_service
+    first = await open_page(context, shop)
+    await make(first)
+    run = uuid.uuid4().hex
+    # 50 events, no await in the page: the tab is closed while they are still on their way.
+    await first.evaluate("(run) => { for (let i = 0; i < 50; i++) window.up.track('closing', { run, i }); }", run)
+    await first.close(run_before_unload=True)
+
+    second = await open_page(context, shop)
+    await make(second)
+    await assert_exactly_once(service, run, 50)
+    await until(lambda: _no_leftovers(second), "the leftovers to be deleted after their ACK")
+    assert await stored(service, run) == (50, 50)
+
+
+async def _no_leftovers(page: Page) -> bool:
+    return await leftovers(page) == 0
+
+
+async def test_two_tabs_at_once_one_closed(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
+    shop, service = shop_service
+    a, b = await open_page(context, shop), await open_page(context, shop)
+    session_a, session_b = await make(a), await make(b)
+    assert session_a != session_b  # one session per tab
+    run = uuid.uuid4().hex
+    await a.evaluate("(run) => { window.done = window.pace(run, 0, 400, 200); }", run)
+    await b.evaluate("(run) => { window.done = window.pace(run, 100000, 400, 200); }", run)
+    await a.evaluate("() => window.done")
+    await a.close(run_before_unload=True)
+    await b.evaluate("() => window.done")
+    await flush(b)
+    # The closed tab's unACKed batches (if any) are resent by the next uploader of the origin.
+    c = await open_page(context, shop)
+    await make(c)
+    await assert_exactly_once(service, run, 800)
+    await until(lambda: _no_leftovers(c), "every batch ACKed and deleted")
+
+
+async def test_one_invalid_event_costs_only_itself(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    await make(page, flushEvents=10)
+    run = uuid.uuid4().hex
+    accepted = await page.evaluate(
+        """(run) => {
+          const out = [];
+          for (let i = 0; i < 15; i++) out.push(window.up.track('ok', { run, i }));
+          out.push(window.up.track('x'.repeat(300), { run, i: 'bad' }));
+          for (let i = 15; i < 30; i++) out.push(window.up.track('ok', { run, i }));
+          return out;
+        }""",
+        run,
+    )
+    assert accepted == [True] * 15 + [False] + [True] * 15
+    await flush(page)
+    errors = await page.evaluate("() => window.errors")
+    assert [e["error"] for e in errors] == ["invalid_event"], errors
+    assert errors[0]["details"][0]["field"] == "name"
+    await assert_exactly_once(service, run, 30)
+
+
+async def test_flush_resolves_after_the_ack(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    # Nothing is sealed by size or time: only flush() seals, so the check below sees its effect alone.
+    session = await make(page, flushEvents=1000, flushMs=600_000)
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { window.up.start(); for (let i = 0; i < 120; i++) window.up.track('f', { run, i }); }", run)
+    assert await page.evaluate("() => window.up.pending") == 121
+    await flush(page)
+    assert await page.evaluate("() => window.up.pending") == 0
+    async with aiohttp.ClientSession() as http, http.get(f"{service.url}/session/{session}") as response:
+        assert response.status == 200
+        tree = await response.json()
+    assert tree["start"] is not None
+    assert sorted(child["data"]["i"] for child in tree["children"]) == list(range(120))
