@@ -90,15 +90,31 @@ class Shop:
             await self.runner.cleanup()
 
 
+ShopFactory = Callable[..., Awaitable[tuple[Shop, Service]]]
+
+
 @pytest.fixture
-async def shop_service(start_service: StartService) -> AsyncIterator[tuple[Shop, Service]]:
-    shop = Shop()
-    service = await start_service(env={"ALLOWED_ORIGINS": shop.origin})
-    await shop.start(service.url)
+async def shop_with(start_service: StartService) -> AsyncIterator[ShopFactory]:
+    """A page origin and a service that allows it, the service with extra settings."""
+    shops: list[Shop] = []
+
+    async def start(**env: str) -> tuple[Shop, Service]:
+        shop = Shop()
+        shops.append(shop)
+        service = await start_service(env={"ALLOWED_ORIGINS": shop.origin, **env})
+        await shop.start(service.url)
+        return shop, service
+
     try:
-        yield shop, service
+        yield start
     finally:
-        await shop.stop()
+        for shop in shops:
+            await shop.stop()
+
+
+@pytest.fixture
+async def shop_service(shop_with: ShopFactory) -> tuple[Shop, Service]:
+    return await shop_with()
 
 
 @pytest.fixture
@@ -286,3 +302,93 @@ async def test_flush_resolves_after_the_ack(shop_service: tuple[Shop, Service], 
         tree = await response.json()
     assert tree["start"] is not None
     assert sorted(child["data"]["i"] for child in tree["children"]) == list(range(120))
+
+
+async def test_rate_limited_batches_are_retried_after_their_delay(shop_with: ShopFactory, context: BrowserContext) -> None:
+    # 4 batches/s after a burst of 2: most frames of this run are answered rate_limited first.
+    shop, service = await shop_with(INGEST_RATE_PER_CONNECTION="4", INGEST_BURST_PER_CONNECTION="2")
+    page = await open_page(context, shop)
+    limited: list[str] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framereceived", lambda frame: limited.append(str(frame)) if "rate_limited" in str(frame) else None),
+    )
+    await make(page, flushEvents=10)
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { for (let i = 0; i < 120; i++) window.up.track('limited', { run, i }); }", run)
+    await flush(page)
+    await assert_exactly_once(service, run, 120)
+    assert await page.evaluate("() => window.errors") == []
+    assert limited, "no frame was answered rate_limited: the retry path was not taken"
+    assert '"retry_after_ms"' in limited[0]
+
+
+async def test_a_refused_batch_is_reported_once_and_dropped(shop_with: ShopFactory, context: BrowserContext) -> None:
+    # The server takes at most 20 events a batch; the page seals 30: too_large, not worth resending.
+    shop, service = await shop_with(MAX_BATCH_EVENTS="20")
+    page = await open_page(context, shop)
+    await make(page, flushEvents=30)
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { for (let i = 0; i < 30; i++) window.up.track('big', { run, i }); }", run)
+    await flush(page)
+    errors = await page.evaluate("() => window.errors")
+    assert [e["error"] for e in errors] == ["too_large"], errors
+    assert isinstance(errors[0]["batch_id"], str)
+    assert await page.evaluate("() => window.up.pending") == 0
+    # The uploader carries on: a smaller batch after it is stored.
+    await page.evaluate("(run) => { for (let i = 30; i < 40; i++) window.up.track('small', { run, i }); }", run)
+    await flush(page)
+    assert await stored(service, run) == (10, 10)
+    assert await leftovers(page) == 0
+
+
+_PARTS = r"""async () => {
+  const m = await import(document.body.dataset.sdk);
+  const out = {};
+  const rule = (name, data) => { const r = m.checkEvent(name, data); return r && r.details[0].field; };
+  out.rules = [
+    rule("a", { ok: 1 }), rule("", undefined), rule("x".repeat(255), undefined), rule("x".repeat(256), undefined),
+    rule("\u{1F600}".repeat(255), undefined), rule("a\u0000", undefined), rule("\uD800", undefined),
+    rule("a", []), rule("a", new Date()), rule("a", { s: "\u0000" }), rule("a", { ["k\uDC00"]: 1 }),
+    rule("a", { n: NaN }), rule("a", { s: "x".repeat(16376) }), rule("a", { s: "x".repeat(16377) }),
+  ];
+  const store = m.openStorage("memory");
+  const q = new m.BatchQueue("s1", store);
+  const b1 = q.seal([{ type: "EVENT", timestamp: 1, name: "a" }]);
+  const b2 = q.seal([{ type: "EVENT", timestamp: 2, name: "b" }, { type: "EVENT", timestamp: 3, name: "c" }]);
+  const reloaded = new m.BatchQueue("s1", store);
+  out.reloaded = [reloaded.batches.map((b) => b.id), reloaded.events, new m.BatchQueue("s2", store).events];
+  out.ids = [b1.id, b2.id];
+  out.frame = JSON.parse(b2.frame);
+  reloaded.remove(b1.id);
+  out.afterAck = [new m.BatchQueue("s1", store).batches.map((b) => b.id), reloaded.events];
+  const delays = [];
+  for (let attempt = 0; attempt < 40; attempt++) delays.push(m.backoffMs(attempt));
+  out.delays = [Math.min(...delays), Math.max(...delays), delays[0], Math.max(...delays.slice(0, 3))];
+  const errors = [];
+  const up = m.createUploader({ endpoint: "http://127.0.0.1:9", storage: "memory", maxQueueEvents: 3,
+                                onError: (e) => errors.push(e.error) });
+  out.full = [up.track("a"), up.track("b"), up.track("c"), up.track("d"), up.pending, [...errors]];
+  up.close();
+  out.closed = [up.track("e"), errors.at(-1)];
+  return out;
+}"""
+
+
+async def test_the_pure_parts_alone(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
+    """Event rules, the queue and its storage, the backoff, the queue bound: without a server."""
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    await page.evaluate("(url) => { document.body.dataset.sdk = url; }", service.url + "/sdk/eventservice.js")
+    out = await page.evaluate(_PARTS)
+    # {"s":"…"} is 8 bytes around the string: 16,376 x's make exactly 16 KiB, one more is over.
+    names, data = [None, "name", None, "name", None, "name", "name"], ["data"] * 5 + [None, "data"]
+    assert out["rules"] == names + data
+    ids, events, other = out["reloaded"]
+    assert ids == out["ids"] and events == 3 and other == 0  # in seal order, per session
+    assert out["frame"]["batch_id"] == out["ids"][1] and len(out["frame"]["events"]) == 2
+    assert out["afterAck"] == [[out["ids"][1]], 2]
+    low, high, first, early = out["delays"]
+    assert 250 <= low and high <= 30_000 and first == 250 and early <= 1_000
+    assert out["full"] == [True, True, True, False, 3, ["queue_full"]]
+    assert out["closed"] == [False, "closed"]

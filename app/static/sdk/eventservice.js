@@ -333,6 +333,8 @@ export function createUploader(options = {}) {
   const store = openStorage(opts.storage);
   const queue = new BatchQueue(sessionId, store);
   const inflight = new Map(); // batch_id -> batch, sent on the current socket
+  const sentAs = new Map(); // frame number on the current socket -> batch_id (an answer may lack the id)
+  let frames = 0;
   const retryAt = new Map(); // batch_id -> time before which it is not resent
   const waiters = []; // flush(): {ids:Set, resolve}
   let open = []; // the batch being filled
@@ -345,9 +347,15 @@ export function createUploader(options = {}) {
   let wsUrl = `${endpoint.replace(/^http/, "ws")}/ws?sessionId=${encodeURIComponent(sessionId)}`;
   if (token) wsUrl += `&token=${encodeURIComponent(token)}`;
   const socket = new SocketTransport(wsUrl, opts, {
-    open: pump,
+    open: () => {
+      frames = 0; // the server counts a connection's frames from 1
+      pump();
+    },
     message: answered,
-    close: () => inflight.clear(), // everything unanswered is resent, in order, on the next socket
+    close: () => {
+      inflight.clear(); // everything unanswered is resent, in order, on the next socket
+      sentAs.clear();
+    },
   });
 
   function sealOpen() {
@@ -372,6 +380,7 @@ export function createUploader(options = {}) {
         continue;
       }
       inflight.set(batch.id, batch);
+      sentAs.set(++frames, batch.id);
       socket.send(batch.frame);
     }
     if (nextRetry < Infinity && !retryTimer) {
@@ -394,7 +403,9 @@ export function createUploader(options = {}) {
   }
 
   function answered(msg) {
-    const id = msg.batch_id;
+    // By frame number: a rate_limited answer comes before the frame is parsed, without its batch_id.
+    const id = sentAs.get(msg.batch) ?? msg.batch_id;
+    sentAs.delete(msg.batch);
     if (typeof id !== "string" || !inflight.has(id)) return;
     inflight.delete(id);
     if (msg.type === "ACK") {
