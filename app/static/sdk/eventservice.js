@@ -29,6 +29,7 @@ const PREFIX = "eventservice:b:"; // localStorage key: PREFIX + session + ":" + 
 const SESSION_KEY = "eventservice:sessionId"; // sessionStorage: one session per tab
 const LOCK_PREFIX = "eventservice:session:"; // Web Lock held by a live uploader for its session
 const CLAIM_LOCK = "eventservice:claim"; // one tab at a time resends leftovers
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const RETRY_CODES = new Set(["unavailable", "rate_limited"]);
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
@@ -330,6 +331,7 @@ export function createUploader(options = {}) {
   const token = opts.token;
   const onError = typeof opts.onError === "function" ? opts.onError : () => {};
   const sessionId = String(opts.sessionId ?? tabSessionId()).toLowerCase();
+  if (!UUID.test(sessionId)) throw new TypeError(`eventservice: sessionId must be a UUID, got ${JSON.stringify(opts.sessionId)}`);
   const store = openStorage(opts.storage);
   const queue = new BatchQueue(sessionId, store);
   const inflight = new Map(); // batch_id -> batch, sent on the current socket
