@@ -392,3 +392,25 @@ async def test_the_pure_parts_alone(shop_service: tuple[Shop, Service], context:
     assert 250 <= low and high <= 30_000 and first == 250 and early <= 1_000
     assert out["full"] == [True, True, True, False, 3, ["queue_full"]]
     assert out["closed"] == [False, "closed"]
+
+
+async def test_leftovers_of_a_tab_closed_while_the_service_was_down_are_resent_by_the_next_page(
+    shop_service: tuple[Shop, Service], context: BrowserContext
+) -> None:
+    # With the service down neither the socket nor the beacon can deliver: only the next page's claim can.
+    shop, service = shop_service
+    first = await open_page(context, shop)
+    await make(first)
+    service.stop()
+    run = uuid.uuid4().hex
+    await first.evaluate("(run) => { for (let i = 0; i < 120; i++) window.up.track('left', { run, i }); }", run)
+    assert await leftovers(first) == 2  # two batches of 50 sealed and stored; 20 in the open batch
+    async with first.expect_event("close"):  # with run_before_unload, close() does not wait for it
+        await first.close(run_before_unload=True)  # pagehide seals the last 20 (its beacon fails)
+    service.start()
+    assert await stored(service, run) == (0, 0)
+
+    second = await open_page(context, shop)
+    await make(second)
+    await assert_exactly_once(service, run, 120)
+    await until(lambda: _no_leftovers(second), "the claimed leftovers to be deleted")
