@@ -206,17 +206,28 @@ async def test_sigterm_and_kill_9_mid_stream_lose_and_duplicate_nothing(
 async def test_offline_period_mid_stream(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
     shop, service = shop_service
     page = await open_page(context, shop)
+    closes: list[str] = []
+    page.on("websocket", lambda ws: ws.on("close", lambda _ws: closes.append("close")))
     await make(page)
     run = uuid.uuid4().hex
     await page.evaluate("(run) => { window.done = window.pace(run, 0, 600, 200); }", run)
     await until(lambda: _at_least(service, run, 100), "events before going offline")
     await context.set_offline(True)
     assert await page.evaluate("() => navigator.onLine") is False
+    await until(lambda: _true(bool(closes)), "the socket to be closed when the network went away")
+    offline_at = (await stored(service, run))[1]
     await asyncio.sleep(2.0)  # a stretch offline, not a synchronisation
+    # Nothing got through meanwhile, beyond the frames in flight at the close (4 of 50) committing late.
+    assert (await stored(service, run))[1] <= offline_at + 4 * 50
+    assert await page.evaluate("() => window.up.pending") >= 300  # 2 s at 200/s, queued
     await context.set_offline(False)
     await page.evaluate("() => window.done")
     await flush(page)
     await assert_exactly_once(service, run, 600)
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _at_least(service: Service, run: str, n: int) -> bool:

@@ -203,6 +203,11 @@ export class SocketTransport {
     this._connect();
   }
 
+  /** The network went away: close now rather than wait for TCP to notice; `online` reconnects. */
+  drop() {
+    if (this.ws) this.ws.close();
+  }
+
   _connect() {
     this.timer = null;
     if (this.stopped) return;
@@ -467,6 +472,7 @@ export function createUploader(options = {}) {
 
   const listeners = [
     [globalThis, "online", () => socket.now()],
+    [globalThis, "offline", () => socket.drop()],
     [document, "visibilitychange", () => document.visibilityState === "hidden" && hidden()],
     [
       globalThis,
