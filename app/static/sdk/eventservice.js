@@ -33,6 +33,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const RETRY_CODES = new Set(["unavailable", "rate_limited"]);
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
+const UTF8 = new TextEncoder();
+
 let seqCounter = 0;
 
 /** A random UUID, also outside secure contexts where crypto.randomUUID is missing. */
@@ -51,7 +53,7 @@ function refusal(error, message, details = [], batchId = null) {
 
 /**
  * The server's field rules for one event (name, data), so a bad event is refused alone.
- * Returns null when fine, else a refusal. `extra` is the encoded data's size in bytes.
+ * Returns null when fine, else a refusal.
  */
 export function checkEvent(name, data, opts = DEFAULTS) {
   const bad = (field, message) => refusal("invalid_event", `event refused: ${field} ${message}`, [{ index: 0, field, message }]);
@@ -82,7 +84,7 @@ export function checkEvent(name, data, opts = DEFAULTS) {
     return bad("data", `cannot be encoded as JSON (${exc.message})`);
   }
   if (problem) return bad("data", problem);
-  const bytes = new TextEncoder().encode(json).length;
+  const bytes = UTF8.encode(json).length;
   if (bytes > opts.maxDataBytes) return bad("data", `is ${bytes} bytes as JSON, at most ${opts.maxDataBytes}`);
   return null;
 }
@@ -267,7 +269,7 @@ export function sendBeacons(url, frames, quotaBytes) {
   let used = 0;
   let sent = 0;
   for (const frame of frames) {
-    const bytes = new TextEncoder().encode(frame).length;
+    const bytes = UTF8.encode(frame).length;
     if (used + bytes > quotaBytes) break;
     // A string is sent as text/plain: a CORS-simple request, no preflight from a closing page.
     if (!navigator.sendBeacon(url, frame)) break;
