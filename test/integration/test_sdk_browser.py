@@ -382,6 +382,14 @@ _PARTS = r"""async () => {
   out.full = [up.track("a"), up.track("b"), up.track("c"), up.track("d"), up.pending, [...errors]];
   up.close();
   out.closed = [up.track("e"), errors.at(-1)];
+  const stored = () => Object.keys(localStorage).filter((k) => k.startsWith("eventservice:b:")).length;
+  out.storage = {};
+  for (const storage of ["memory", "local"]) {
+    const u = m.createUploader({ endpoint: "http://127.0.0.1:9", storage, flushEvents: 5 });
+    for (let i = 0; i < 10; i++) u.track("s");
+    out.storage[storage] = [stored(), u.pending];
+    u.close();
+  }
   return out;
 }"""
 
@@ -403,6 +411,7 @@ async def test_the_pure_parts_alone(shop_service: tuple[Shop, Service], context:
     assert 250 <= low and high <= 30_000 and first == 250 and early <= 1_000
     assert out["full"] == [True, True, True, False, 3, ["queue_full"]]
     assert out["closed"] == [False, "closed"]
+    assert out["storage"] == {"memory": [0, 10], "local": [2, 10]}  # two sealed batches of 5
 
 
 async def test_leftovers_of_a_tab_closed_while_the_service_was_down_are_resent_by_the_next_page(

@@ -60,3 +60,70 @@ export interface Uploader {
 export declare const DEFAULTS: Readonly<Required<Omit<UploaderOptions, "endpoint" | "token" | "sessionId" | "onError">>>;
 
 export declare function createUploader(options?: UploaderOptions): Uploader;
+
+// The building blocks createUploader() joins, exported so that each can be used and tested alone.
+
+/** null when the event passes the server's field rules, else the refusal onError would receive. */
+export declare function checkEvent(name: string | undefined, data: unknown, opts?: typeof DEFAULTS): UploaderError | null;
+
+export interface BatchStore {
+  readonly durable: boolean;
+  put(key: string, value: string): void;
+  get(key: string): string | null;
+  drop(key: string): void;
+  keys(): string[];
+}
+
+/** localStorage ("local", falling back to memory where it is unavailable) or a Map ("memory"). */
+export declare function openStorage(kind: "local" | "memory"): BatchStore;
+
+export interface SealedBatch {
+  readonly id: string;
+  readonly key: string;
+  readonly count: number;
+  /** The /ws frame: {"batch_id","events"}. */
+  readonly frame: string;
+}
+
+/** The sealed batches of one session, in seal order, loaded from the store at construction. */
+export declare class BatchQueue {
+  constructor(sessionId: string, store: BatchStore);
+  readonly sessionId: string;
+  readonly batches: SealedBatch[];
+  /** Events in the queue. */
+  readonly events: number;
+  seal(events: object[]): SealedBatch;
+  get(id: string): SealedBatch | undefined;
+  remove(id: string): SealedBatch | null;
+}
+
+/** Milliseconds before reconnect attempt `attempt` (0-based): full jitter, capped. */
+export declare function backoffMs(attempt: number, opts?: typeof DEFAULTS): number;
+
+export declare class SocketTransport {
+  constructor(
+    url: string,
+    opts: typeof DEFAULTS,
+    handlers: { open(): void; message(msg: unknown): void; close(): void },
+  );
+  readonly open: boolean;
+  start(): void;
+  healthy(): void;
+  now(): void;
+  drop(): void;
+  send(text: string): void;
+  stop(): void;
+}
+
+/** Sends frames with navigator.sendBeacon within the quota; returns how many were handed over. */
+export declare function sendBeacons(url: string, frames: string[], quotaBytes: number): number;
+
+/** Resends the stored batches of sessions no live uploader holds; returns how many were ACKed. */
+export declare function claimLeftovers(
+  endpoint: string,
+  token: string | undefined,
+  store: BatchStore,
+  onError: (err: UploaderError) => void,
+): Promise<number>;
+
+export declare function uuid4(): string;
