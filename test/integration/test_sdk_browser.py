@@ -58,6 +58,7 @@ window.pace = async (run, from, n, perSecond) => {
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
   }
 };
+window.addEventListener("pageshow", (e) => { if (e.persisted) window.restored = (window.restored || 0) + 1; });
 window.ready = true;
 </script>"""
 
@@ -78,12 +79,16 @@ class Shop:
         self.service_url = service_url
         app = web.Application()
         app.router.add_get("/", self._page)
+        app.router.add_get("/away", self._away)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
     async def _page(self, _request: web.Request) -> web.Response:
         return web.Response(text=PAGE % {"service": self.service_url}, content_type="text/html")
+
+    async def _away(self, _request: web.Request) -> web.Response:
+        return web.Response(text="<!doctype html><p>another page of the shop</p>", content_type="text/html")
 
     async def stop(self) -> None:
         if self.runner:
@@ -434,3 +439,45 @@ async def test_leftovers_of_a_tab_closed_while_the_service_was_down_are_resent_b
     await make(second)
     await assert_exactly_once(service, run, 120)
     await until(lambda: _no_leftovers(second), "the claimed leftovers to be deleted")
+
+
+@pytest.fixture(scope="module")
+async def bfcache_browser() -> AsyncIterator[Browser]:
+    """Chromium with its back/forward cache on (Playwright turns it off by default)."""
+    from test.integration.test_monitor_page import CHROMIUM, CHROMIUM_ARGS, _missing_tooling, _skip, async_playwright
+
+    missing = _missing_tooling()
+    if missing:
+        _skip(missing)
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            ignore_default_args=["--disable-back-forward-cache"],
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def test_a_page_restored_from_the_back_forward_cache_carries_on(
+    shop_service: tuple[Shop, Service], bfcache_browser: Browser
+) -> None:
+    shop, service = shop_service
+    ctx = await bfcache_browser.new_context()
+    ctx.set_default_timeout(30_000)
+    try:
+        page = await open_page(ctx, shop)
+        await make(page)
+        run = uuid.uuid4().hex
+        await page.evaluate("(run) => { for (let i = 0; i < 80; i++) window.up.track('bf', { run, i }); }", run)
+        await page.goto(shop.origin + "/away")  # pagehide(persisted): the open batch sealed, the socket closed
+        await page.go_back(wait_until="commit")  # a restore fires no load event
+        await page.wait_for_function("window.restored === 1")  # the same page, out of the cache
+        await page.evaluate("(run) => { for (let i = 80; i < 120; i++) window.up.track('bf', { run, i }); }", run)
+        await flush(page)
+        await assert_exactly_once(service, run, 120)
+    finally:
+        await ctx.close()
