@@ -26,7 +26,7 @@ from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
 from app.reads.tree_cache import TreeCache
-from app.routes import batch, health, metrics, openapi, page, session, sessions, stream, ws
+from app.routes import batch, health, metrics, openapi, page, sdk, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
@@ -196,6 +196,7 @@ def _routes(settings: Settings, database_events: stream.Endpoint) -> list[BaseRo
         *stream.routes(database_events),
         *metrics.routes,
         *page.routes,
+        *sdk.routes,
         *openapi.routes,
         *stats_routes.routes,
     ]

@@ -632,6 +632,26 @@ def _self_paths() -> dict[str, Any]:
                 "responses": {"200": _text("The page", "text/html")},
             }
         },
+        **_sdk_paths(),
+    }
+
+
+def _sdk_paths() -> dict[str, Any]:
+    """The browser uploader library and its declarations: open, cacheable, CORS `*`."""
+    not_modified = {"description": "Not modified: the If-None-Match ETag is current"}
+    files = {
+        "/sdk/eventservice.js": ("sdkModule", "The browser uploader (an ES module, docs/uploader-browser.md)", "text/javascript"),
+        "/sdk/eventservice.d.ts": ("sdkTypes", "Its TypeScript declarations", "application/typescript"),
+    }
+    return {
+        path: {
+            "get": {
+                "summary": summary,
+                "operationId": operation,
+                "responses": {"200": _text(summary, media_type), "304": not_modified},
+            }
+        }
+        for path, (operation, summary, media_type) in files.items()
     }
 
 
