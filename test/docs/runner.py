@@ -1,0 +1,268 @@
+"""Evaluators that run the documentation's examples against a real server.
+
+One `DocRun` per Markdown file: a fresh database, a server on a free port, a temp
+directory the examples share (a file one block writes, a later one reads) and the
+shell variables a block exported. Examples of a file run in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+import asyncpg
+from sybil import Example
+
+from test.docs import expected, shell
+
+try:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+except ImportError:  # the browser examples then skip, saying why
+    PlaywrightTimeout = TimeoutError
+from test.support.service import Service
+
+DOCUMENTED_BASE = "http://127.0.0.1:8000"
+COMMAND_TIMEOUT = 30.0
+STREAM_SECONDS = 2  # a `curl -N` on the stream is read this long, then cut
+_SAVE_AS = re.compile(r"save this as `([\w.-]+)`[^`]*$", re.IGNORECASE)
+
+
+@dataclass
+class DocRun:
+    """What the examples of one documentation file share."""
+
+    service: Service
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="es-docs-")))
+    last_output: str | None = None  # the last shell command's output when the docs showed none
+    unchecked: str | None = None  # set by `<!-- output: unchecked "why" -->` for the next block
+
+    @property
+    def base(self) -> str:
+        return self.service.url
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            BASE=self.base,
+            DATABASE_URL=self.service.database_url or "",
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            PYTHONPATH=os.pathsep.join(str(p) for p in _client_paths()),
+        )
+        return env
+
+    def close(self) -> None:
+        self.service.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _client_paths() -> list[Path]:
+    """The Python client's source, importable by the examples once clients/python exists."""
+    root = Path(__file__).resolve().parents[2] / "clients" / "python"
+    return [p for p in (root / "src", root) if p.is_dir()]
+
+
+def rewrite(source: str, run: DocRun) -> str:
+    return source.replace(DOCUMENTED_BASE, run.base)
+
+
+def run_of(example: Example) -> DocRun:
+    run = example.namespace["run"]
+    assert isinstance(run, DocRun)
+    return run
+
+
+def _streams(command: str) -> bool:
+    return "database_events" in command and re.search(r"\s-\w*N", command) is not None
+
+
+def _script(commands: list[shell.Command], run: DocRun) -> str:
+    env_file = run.workdir / ".docs-env"
+    lines = ["set -euo pipefail", f"[ -f {env_file} ] && source {env_file}", f"export BASE={run.base}"]
+    for number, command in enumerate(commands):
+        out = run.workdir / f".out-{number}"
+        if _streams(command.text):
+            lines.append(f"curl() {{ command curl --max-time {STREAM_SECONDS} \"$@\" || [ $? = 28 ]; }}")
+        lines += ["{", rewrite(command.text, run), f"}} > {out}"]
+        if _streams(command.text):
+            lines.append("unset -f curl")
+    lines.append(f"export -p > {env_file}")
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_shell(example: Example) -> str | None:
+    run = run_of(example)
+    commands = shell.split(str(example.parsed))
+    for old in run.workdir.glob(".out-*"):
+        old.unlink()
+    done = subprocess.run(
+        ["bash", "-c", _script(commands, run)],
+        cwd=run.workdir,
+        env=run.env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT * max(1, len(commands)),
+        check=False,
+    )
+    unchecked, run.unchecked = run.unchecked, None
+    if done.returncode != 0:
+        return f"exit status {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    run.last_output = None
+    for number, command in enumerate(commands):
+        real = (run.workdir / f".out-{number}").read_text()
+        if not command.output:
+            run.last_output = real
+            continue
+        if unchecked is None and (problem := expected.mismatch("\n".join(command.output), real)):
+            return f"command at block line {command.line + 1}: {command.text.splitlines()[0]}\n{problem}"
+    return None
+
+
+def _preceding_text(example: Example) -> str:
+    regions = sorted(example.document.regions, key=lambda r: r.start)
+    previous = [r.end for r in regions if r.end <= example.region.start]
+    return example.document.text[(previous[-1] if previous else 0) : example.region.start]
+
+
+def evaluate_python(example: Example) -> str | None:
+    """A script in a subprocess; one the docs ask to save as a file is saved and compiled."""
+    run = run_of(example)
+    source = rewrite(str(example.parsed), run)
+    run.last_output = None
+    if saved := _SAVE_AS.search(_preceding_text(example).strip()):
+        path = run.workdir / saved.group(1)
+        path.write_text(source)
+        py_compile.compile(str(path), doraise=True)
+        return None
+    done = subprocess.run(
+        [sys.executable, "-c", source],
+        cwd=run.workdir,
+        env=run.env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        return f"exit status {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    return None
+
+
+def evaluate_json(example: Example) -> str | None:
+    """Shown data must parse; right under a command that showed no output, it is that output."""
+    run = run_of(example)
+    text = str(example.parsed)
+    try:
+        expected.parse_documented_json(text)
+    except ValueError as exc:
+        return f"not JSON (with … allowed): {exc}"
+    follows_command = run.last_output is not None and not _preceding_text(example).strip()
+    real, run.last_output = run.last_output, None
+    if follows_command and real is not None:
+        return expected.mismatch(text, real)
+    return None
+
+
+def evaluate_sql(example: Example) -> str | None:
+    run = run_of(example)
+    run.last_output = None
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(run.service.database_url)
+        try:
+            await conn.execute(str(example.parsed))
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(execute())
+    except asyncpg.PostgresError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def evaluate_output_directive(example: Example) -> str | None:
+    """`<!-- output: unchecked "why" -->`: the next block runs, its shown output is not compared."""
+    reason = json.loads(str(example.parsed) or '""')
+    if not reason:
+        return "output: unchecked needs a reason"
+    run_of(example).unchecked = reason
+    return None
+
+
+def browser_page(source: str, language: str) -> str:
+    """A page for a `js` or `html` example; `render` and `refetchEverything` are the page's own."""
+    stubs = (
+        "<script>window.__errors = []; window.__rendered = [];"
+        "window.addEventListener('error', (e) => window.__errors.push(String(e.message)));"
+        "function render(entry) { window.__rendered.push(entry); }"
+        "function refetchEverything() {}</script>"
+    )
+    body = f'<script type="module">\n{source}\n</script>' if language == "js" else source
+    return f"<!doctype html><html><head>{stubs}</head><body>{body}</body></html>"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+_UPLOAD = {
+    "batch_id": "docs-browser",
+    "events": [{"type": "SESSION_START", "timestamp": 1624422533298, "session_id": "0d856b46-48cd-4fba-946b-53d15b7b43e0"}],
+}
+
+
+def evaluate_browser(example: Example) -> str | None:
+    """Run a page example in Chromium on the server's origin: no exception, and it saw a stored entry."""
+    from playwright.sync_api import sync_playwright
+
+    run = run_of(example)
+    run.last_output = None
+    language = str(example.region.lexemes["arguments"])
+    page_url = f"{run.base}/docs-example.html"
+    html = browser_page(rewrite(str(example.parsed), run), language)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.route(page_url, lambda route: route.fulfill(status=200, content_type="text/html", body=html))
+            page.goto(page_url)
+            page.wait_for_load_state("load")
+            if "database_events" in html and not _rendered_after_uploads(page, run):
+                errors.append("the page rendered no stream entry within 10 s of uploads")
+            errors += page.evaluate("window.__errors")
+        finally:
+            browser.close()
+    return f"the page threw: {errors}" if errors else None
+
+
+def _rendered_after_uploads(page: Any, run: DocRun) -> bool:
+    """Upload until the page's stream shows an entry: it may connect after the first upload."""
+    deadline = time.monotonic() + 10
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        _post_batch(run, attempt)
+        try:
+            page.wait_for_function("() => window.__rendered.length > 0", timeout=1000)
+            return True
+        except PlaywrightTimeout:
+            continue
+    return False
+
+
+def _post_batch(run: DocRun, attempt: int) -> None:
+    body = dict(_UPLOAD, batch_id=f"docs-browser-{attempt}")
+    request = urllib.request.Request(f"{run.base}/batch", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, response.status

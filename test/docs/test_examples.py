@@ -1,0 +1,109 @@
+"""Every example of README.md and docs/*.md, run in order against a real server.
+
+Sybil finds the fenced blocks and the skip directives; the evaluators in `runner` run
+them (see docs/testing.md, "The documentation's examples"). One test per example, named
+`<file>:<line>`; the examples of one file share a fresh database and server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from sybil import Document, Example, Region, Sybil
+from sybil.parsers.markdown import CodeBlockParser, SkipParser
+from sybil.parsers.markdown.lexers import DirectiveInHTMLCommentLexer
+
+from test.docs import runner
+from test.support import postgres as pg
+from test.support.service import REPO, Service
+
+LANGUAGES = {
+    "sh": runner.evaluate_shell,
+    "shell": runner.evaluate_shell,
+    "bash": runner.evaluate_shell,
+    "python": runner.evaluate_python,
+    "js": runner.evaluate_browser,
+    "html": runner.evaluate_browser,
+    "json": runner.evaluate_json,
+    "sql": runner.evaluate_sql,
+}
+
+
+class OutputDirectiveParser:
+    """`<!-- output: unchecked "why" -->`: the next block must run, its shown output is illustrative."""
+
+    def __init__(self) -> None:
+        self.lexer = DirectiveInHTMLCommentLexer(directive="output", arguments=r"unchecked.*")
+
+    def __call__(self, document: Document) -> Iterable[Region]:
+        for lexed in self.lexer(document):
+            reason = re.sub(r"^unchecked\s*", "", str(lexed.lexemes["arguments"]))
+            yield Region(lexed.start, lexed.end, reason or '""', runner.evaluate_output_directive)
+
+
+SYBIL = Sybil(
+    parsers=[*(CodeBlockParser(language, evaluator) for language, evaluator in LANGUAGES.items()), SkipParser(), OutputDirectiveParser()],
+)
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _examples() -> Iterator[tuple[Path, Example]]:
+    for path in DOCUMENTS:
+        for example in SYBIL.parse(path):
+            yield path, example
+
+
+EXAMPLES = list(_examples())
+
+
+class DocRuns:
+    """One DocRun at a time: the next file's first example stops the previous file's server."""
+
+    def __init__(self, postgres: pg.TestPostgres) -> None:
+        self.postgres = postgres
+        self.current: tuple[Path, runner.DocRun] | None = None
+
+    def for_document(self, path: Path) -> runner.DocRun:
+        if self.current is not None and self.current[0] == path:
+            return self.current[1]
+        self.close()
+        label = "docs_" + re.sub(r"[^a-z0-9]+", "_", path.stem.lower())
+        service = Service(asyncio.run(self.postgres.create_database(label)))
+        service.start()
+        self.current = (path, runner.DocRun(service))
+        return self.current[1]
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current[1].close()
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def doc_runs(postgres: pg.TestPostgres) -> Iterator[DocRuns]:
+    runs = DocRuns(postgres)
+    try:
+        yield runs
+    finally:
+        runs.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "example"), EXAMPLES, ids=[f"{path.relative_to(REPO)}:{example.line}" for path, example in EXAMPLES]
+)
+def test_example(path: Path, example: Example, doc_runs: DocRuns) -> None:
+    example.namespace["run"] = doc_runs.for_document(path)
+    example.evaluate()
+
+
+def test_every_document_has_examples_collected() -> None:
+    """A parser that silently found nothing would make every file pass."""
+    counted = {path for path, _ in EXAMPLES}
+    assert REPO / "README.md" in counted
+    assert len(counted) >= 8, sorted(str(p) for p in counted)
+    assert json.loads('{"a":1}') == {"a": 1}
