@@ -58,6 +58,9 @@ class DocRun:
             DATABASE_URL=self.service.database_url or "",
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             PYTHONPATH=os.pathsep.join(str(p) for p in _client_paths()),
+            # The examples' tokens; this server runs without tokens, so any is accepted.
+            INGEST_TOKEN="docs-ingest-token",
+            READ_TOKEN="docs-read-token",
         )
         return env
 
@@ -129,8 +132,7 @@ def evaluate_shell(example: Example) -> str | None:
 
 
 def _preceding_text(example: Example) -> str:
-    regions = sorted(example.document.regions, key=lambda r: r.start)
-    previous = [r.end for r in regions if r.end <= example.region.start]
+    previous = [region.end for _, region in example.document.regions if region.end <= example.region.start]
     return example.document.text[(previous[-1] if previous else 0) : example.region.start]
 
 
