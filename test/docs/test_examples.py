@@ -38,7 +38,7 @@ class OutputDirectiveParser:
     """`<!-- output: unchecked "why" -->`: the next block must run, its shown output is illustrative."""
 
     def __init__(self) -> None:
-        self.lexer = DirectiveInHTMLCommentLexer(directive="output", arguments=r"unchecked.*")
+        self.lexer = DirectiveInHTMLCommentLexer(directive="output", arguments=r"unchecked.*?")
 
     def __call__(self, document: Document) -> Iterable[Region]:
         for lexed in self.lexer(document):
