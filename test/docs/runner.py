@@ -21,6 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
 import asyncpg
 from sybil import Example
 
@@ -95,7 +96,7 @@ def _script(commands: list[shell.Command], run: DocRun) -> str:
     for number, command in enumerate(commands):
         out = run.workdir / f".out-{number}"
         if _streams(command.text):
-            lines.append(f"curl() {{ command curl --max-time {STREAM_SECONDS} \"$@\" || [ $? = 28 ]; }}")
+            lines.append(f'curl() {{ command curl --max-time {STREAM_SECONDS} "$@" || [ $? = 28 ]; }}')
         lines += ["{", rewrite(command.text, run), f"}} > {out}"]
         if _streams(command.text):
             lines.append("unset -f curl")
@@ -265,6 +266,8 @@ def _rendered_after_uploads(page: Any, run: DocRun) -> bool:
 
 def _post_batch(run: DocRun, attempt: int) -> None:
     body = dict(_UPLOAD, batch_id=f"docs-browser-{attempt}")
-    request = urllib.request.Request(f"{run.base}/batch", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{run.base}/batch", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200, response.status

@@ -47,7 +47,11 @@ class OutputDirectiveParser:
 
 
 SYBIL = Sybil(
-    parsers=[*(CodeBlockParser(language, evaluator) for language, evaluator in LANGUAGES.items()), SkipParser(), OutputDirectiveParser()],
+    parsers=[
+        *(CodeBlockParser(language, evaluator) for language, evaluator in LANGUAGES.items()),
+        SkipParser(),
+        OutputDirectiveParser(),
+    ],
 )
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
