@@ -94,6 +94,28 @@ def _line_matches(expected: str, actual: str) -> bool:
     return False
 
 
+def _shape_matches(expected: Any, actual: Any) -> bool:
+    """The documented keys are there, at every depth; the values may differ."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(k in actual and _shape_matches(v, actual[k]) for k, v in expected.items())
+    if isinstance(expected, list):
+        items = [item for item in expected if item != _ANY]
+        return isinstance(actual, list) and (not items or not actual or all(_shape_matches(items[0], a) for a in actual))
+    return True
+
+
+def keys_mismatch(expected: str, actual: str) -> str | None:
+    """None when the real JSON has every key the documented JSON shows (values are illustrative)."""
+    try:
+        documented = parse_documented_json(expected)
+        real = json.loads(actual)
+    except ValueError as exc:
+        return f"not JSON ({exc}); documented:\n{expected}\nreal:\n{actual}"
+    if _shape_matches(documented, real):
+        return None
+    return f"a documented key is missing; documented:\n{expected}\nreal:\n{actual}"
+
+
 def mismatch(expected: str, actual: str) -> str | None:
     """None when `actual` shows what `expected` documents, else why not."""
     try:

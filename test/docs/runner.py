@@ -18,11 +18,13 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from sybil import Example
 
 from test.docs import expected, shell
@@ -43,10 +45,18 @@ _SAVE_AS = re.compile(r"save this as `([\w.-]+)`[^`]*$", re.IGNORECASE)
 class DocRun:
     """What the examples of one documentation file share."""
 
-    service: Service
+    start_service: Callable[[], Service]  # on first use: a file whose examples all skip starts none
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="es-docs-")))
     last_output: str | None = None  # the last shell command's output when the docs showed none
-    unchecked: str | None = None  # set by `<!-- output: unchecked "why" -->` for the next block
+    keys_only: str | None = None  # set by `<!-- output: keys-only "why" -->` for the next block
+
+    _service: Service | None = None
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            self._service = self.start_service()
+        return self._service
 
     @property
     def base(self) -> str:
@@ -66,7 +76,8 @@ class DocRun:
         return env
 
     def close(self) -> None:
-        self.service.stop()
+        if self._service is not None:
+            self._service.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -118,7 +129,7 @@ def evaluate_shell(example: Example) -> str | None:
         timeout=COMMAND_TIMEOUT * max(1, len(commands)),
         check=False,
     )
-    unchecked, run.unchecked = run.unchecked, None
+    keys_only, run.keys_only = run.keys_only, None
     if done.returncode != 0:
         return f"exit status {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     run.last_output = None
@@ -127,7 +138,8 @@ def evaluate_shell(example: Example) -> str | None:
         if not command.output:
             run.last_output = real
             continue
-        if unchecked is None and (problem := expected.mismatch("\n".join(command.output), real)):
+        compare = expected.mismatch if keys_only is None else expected.keys_mismatch
+        if problem := compare("\n".join(command.output), real):
             return f"command at block line {command.line + 1}: {command.text.splitlines()[0]}\n{problem}"
     return None
 
@@ -195,11 +207,11 @@ def evaluate_sql(example: Example) -> str | None:
 
 
 def evaluate_output_directive(example: Example) -> str | None:
-    """`<!-- output: unchecked "why" -->`: the next block runs, its shown output is not compared."""
+    """`<!-- output: keys-only "why" -->`: the next block's shown JSON is compared by its keys only."""
     reason = json.loads(str(example.parsed) or '""')
     if not reason:
-        return "output: unchecked needs a reason"
-    run_of(example).unchecked = reason
+        return "output: keys-only needs a reason"
+    run_of(example).keys_only = reason
     return None
 
 
@@ -225,6 +237,8 @@ _UPLOAD = {
 
 def evaluate_browser(example: Example) -> str | None:
     """Run a page example in Chromium on the server's origin: no exception, and it saw a stored entry."""
+    if PlaywrightTimeout is TimeoutError or not CHROMIUM.exists():
+        pytest.skip(f"the page examples need Playwright for Python and {CHROMIUM} (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
     run = run_of(example)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import unittest
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -35,14 +36,14 @@ LANGUAGES = {
 
 
 class OutputDirectiveParser:
-    """`<!-- output: unchecked "why" -->`: the next block must run, its shown output is illustrative."""
+    """`<!-- output: keys-only "why" -->`: the next block's shown values are illustrative, its keys are not."""
 
     def __init__(self) -> None:
-        self.lexer = DirectiveInHTMLCommentLexer(directive="output", arguments=r"unchecked.*?")
+        self.lexer = DirectiveInHTMLCommentLexer(directive="output", arguments=r"keys-only.*?")
 
     def __call__(self, document: Document) -> Iterable[Region]:
         for lexed in self.lexer(document):
-            reason = re.sub(r"^unchecked\s*", "", str(lexed.lexemes["arguments"]))
+            reason = re.sub(r"^keys-only\s*", "", str(lexed.lexemes["arguments"]))
             yield Region(lexed.start, lexed.end, reason or '""', runner.evaluate_output_directive)
 
 
@@ -77,9 +78,13 @@ class DocRuns:
             return self.current[1]
         self.close()
         label = "docs_" + re.sub(r"[^a-z0-9]+", "_", path.stem.lower())
-        service = Service(asyncio.run(self.postgres.create_database(label)))
-        service.start()
-        self.current = (path, runner.DocRun(service))
+
+        def start() -> Service:
+            service = Service(asyncio.run(self.postgres.create_database(label)))
+            service.start()
+            return service
+
+        self.current = (path, runner.DocRun(start))
         return self.current[1]
 
     def close(self) -> None:
@@ -102,7 +107,10 @@ def doc_runs(postgres: pg.TestPostgres) -> Iterator[DocRuns]:
 )
 def test_example(path: Path, example: Example, doc_runs: DocRuns) -> None:
     example.namespace["run"] = doc_runs.for_document(path)
-    example.evaluate()
+    try:
+        example.evaluate()
+    except unittest.SkipTest as skip:  # a skip directive: say where, not Sybil's frame
+        pytest.skip(f"{path.relative_to(REPO)}:{example.line}: {skip}")
 
 
 def test_every_document_has_examples_collected() -> None:
