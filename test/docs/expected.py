@@ -35,7 +35,8 @@ def _jsonish(text: str) -> str:
             out.append(ch)
         elif ch == ELLIPSIS:
             rest = text[i + 1 :].lstrip()
-            if rest.startswith("}"):  # `,…}`: more members of an object, allowed anyway
+            previous = "".join(out).rstrip()[-1:]
+            if rest.startswith("}") and previous in ",{":  # `,…}`: more members of an object, allowed anyway
                 while out and out[-1] in " \n,":
                     out.pop()
             else:

@@ -192,8 +192,10 @@ def evaluate_sql(example: Example) -> str | None:
     run = run_of(example)
     run.last_output = None
 
+    database_url = run.service.database_url  # starts the file's server first, outside this loop
+
     async def execute() -> None:
-        conn = await asyncpg.connect(run.service.database_url)
+        conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(str(example.parsed))
         finally:
