@@ -8,6 +8,7 @@ shell variables a block exported. Examples of a file run in order.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import py_compile
@@ -88,7 +89,9 @@ def _client_paths() -> list[Path]:
 
 
 def rewrite(source: str, run: DocRun) -> str:
-    return source.replace(DOCUMENTED_BASE, run.base)
+    """The documented URL becomes the test server's; the project's `.venv/bin/` the running venv's."""
+    venv_bin = f"{Path(sys.executable).parent}/"
+    return re.sub(r"(?<![\w/.])\.venv/bin/", venv_bin, source.replace(DOCUMENTED_BASE, run.base))
 
 
 def run_of(example: Example) -> DocRun:
@@ -218,15 +221,38 @@ def evaluate_output_directive(example: Example) -> str | None:
 
 
 def browser_page(source: str, language: str) -> str:
-    """A page for a `js` or `html` example; `render` and `refetchEverything` are the page's own."""
+    """A page for a `js` or `html` example; `render` and `refetchEverything` are the page's own.
+
+    The example's last script ends by setting `window.__ran`: a script that threw, or whose
+    import failed, never gets there.
+    """
     stubs = (
-        "<script>window.__errors = []; window.__rendered = [];"
+        "<script>window.__errors = []; window.__rendered = []; window.__ran = false;"
         "window.addEventListener('error', (e) => window.__errors.push(String(e.message)));"
         "function render(entry) { window.__rendered.push(entry); }"
         "function refetchEverything() {}</script>"
     )
-    body = f'<script type="module">\n{source}\n</script>' if language == "js" else source
+    if language == "js":
+        body = f'<script type="module">\n{source}\n;window.__ran = true;\n</script>'
+    else:
+        head, _, tail = source.rpartition("</script>")
+        body = f"{head}\n;window.__ran = true;\n</script>{tail}" if head else source + "<script>window.__ran = true;</script>"
     return f"<!doctype html><html><head>{stubs}</head><body>{body}</body></html>"
+
+
+def _stored_entries(run: DocRun) -> int:
+    database_url = run.service.database_url
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await conn.close()
+
+    # In a thread of its own: sync Playwright keeps an event loop running in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, count()).result()
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -254,15 +280,29 @@ def evaluate_browser(example: Example) -> str | None:
             page = browser.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
             page.route(page_url, lambda route: route.fulfill(status=200, content_type="text/html", body=html))
+            stored_before = _stored_entries(run)
             page.goto(page_url)
-            page.wait_for_load_state("load")
+            if not _poll(lambda: bool(errors) or bool(page.evaluate("window.__ran"))):
+                errors.append("the example's script did not run to its end within 10 s")
             if "database_events" in html and not _rendered_after_uploads(page, run):
                 errors.append("the page rendered no stream entry within 10 s of uploads")
+            if "track(" in html and not errors and not _poll(lambda: _stored_entries(run) > stored_before):
+                errors.append("the page tracked events, but none was stored within 10 s")
             errors += page.evaluate("window.__errors")
         finally:
             browser.close()
-    return f"the page threw: {errors}" if errors else None
+    return f"the page failed: {errors}" if errors else None
+
+
+def _poll(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _rendered_after_uploads(page: Any, run: DocRun) -> bool:

@@ -114,3 +114,32 @@ def test_a_failing_example_fails(tmp_path: Path, doc_runs: DocRuns, block: str) 
 def test_a_skip_directive_skips_with_its_reason(tmp_path: Path, doc_runs: DocRuns) -> None:
     with pytest.raises(unittest.SkipTest, match="needs Docker"):
         _run(tmp_path, doc_runs, '<!-- skip: next "needs Docker" -->\n```sh\ndocker compose up\n```\n')
+
+
+UPLOAD_JS = """```js
+const track = (name) => fetch("http://127.0.0.1:8000/batch?sessionId=0d856b46-48cd-4fba-946b-53d15b7b43e0", {
+  method: "POST", headers: { "Content-Type": "application/json" },
+  body: JSON.stringify([{ type: "EVENT", timestamp: 1624422533298, name }]),
+});
+await track("view");
+```
+"""
+
+
+@pytest.mark.browser
+def test_a_page_example_that_uploads_passes(tmp_path: Path, doc_runs: DocRuns) -> None:
+    _run(tmp_path, doc_runs, UPLOAD_JS)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(
+    ("block", "why"),
+    [
+        ("```js\nnull.x;\n```\n", "the page failed"),
+        ('```js\nimport { nope } from "/sdk/missing.js";\n```\n', "the page failed"),
+        (UPLOAD_JS.replace("/batch", "/no-such-route"), "none was stored"),
+    ],
+)
+def test_a_failing_page_example_fails(tmp_path: Path, doc_runs: DocRuns, block: str, why: str) -> None:
+    with pytest.raises(SybilFailure, match=why):
+        _run(tmp_path, doc_runs, block)
