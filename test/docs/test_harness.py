@@ -137,7 +137,7 @@ def test_a_page_example_that_uploads_passes(tmp_path: Path, doc_runs: DocRuns) -
     [
         ("```js\nnull.x;\n```\n", "the page failed"),
         ('```js\nimport { nope } from "/sdk/missing.js";\n```\n', "the page failed"),
-        (UPLOAD_JS.replace("/batch", "/no-such-route"), "none was stored"),
+        ('```js\nconst track = () => fetch("http://127.0.0.1:8000/readyz");\nawait track();\n```\n', "none was stored"),
     ],
 )
 def test_a_failing_page_example_fails(tmp_path: Path, doc_runs: DocRuns, block: str, why: str) -> None:
