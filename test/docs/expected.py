@@ -131,6 +131,11 @@ def mismatch(expected: str, actual: str) -> str | None:
         if json_matches(documented, real):
             return None
         return f"JSON differs; documented:\n{expected}\nreal:\n{actual}"
+    return lines_mismatch(expected, actual)
+
+
+def lines_mismatch(expected: str, actual: str) -> str | None:
+    """None when every documented line matches a real line, in order (a JSON line structurally)."""
     lines = actual.splitlines()
     position = 0
     for want in (line for line in expected.splitlines() if line.strip()):

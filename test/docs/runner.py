@@ -39,6 +39,7 @@ from test.support.service import Service
 DOCUMENTED_BASE = "http://127.0.0.1:8000"
 COMMAND_TIMEOUT = 30.0
 STREAM_SECONDS = 2  # a `curl -N` on the stream is read this long, then cut
+_PRINTED = re.compile(r"^\s*print\(.*\)\s+#\s+(.+)$", re.MULTILINE)  # `print(x)  # what it prints`
 _SAVE_AS = re.compile(r"save this as `([\w.-]+)`[^`]*$", re.IGNORECASE)
 
 
@@ -173,7 +174,8 @@ def evaluate_python(example: Example) -> str | None:
     )
     if done.returncode != 0:
         return f"exit status {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return None
+    shown = _PRINTED.findall(str(example.parsed))
+    return expected.lines_mismatch("\n".join(shown), done.stdout) if shown else None
 
 
 def evaluate_json(example: Example) -> str | None:

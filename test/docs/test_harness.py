@@ -105,6 +105,12 @@ def test_a_wrong_shown_output_fails(tmp_path: Path, doc_runs: DocRuns) -> None:
         _run(tmp_path, doc_runs, POST.replace("ACCEPTED", "2"))
 
 
+def test_a_python_print_is_checked_against_its_comment(tmp_path: Path, doc_runs: DocRuns) -> None:
+    _run(tmp_path, doc_runs, '```python\nprint(\'{"a": 1, "b": 2}\')  # {"a":1,…}\nprint("done")  # done\n```\n')
+    with pytest.raises(SybilFailure, match="not found in order"):
+        _run(tmp_path, doc_runs, '```python\nprint("done")  # {"a":1}\n```\n')
+
+
 @pytest.mark.parametrize("block", ["```sh\nfalse\n```\n", "```python\nraise SystemExit(3)\n```\n", "```sql\nSELECT nope;\n```\n"])
 def test_a_failing_example_fails(tmp_path: Path, doc_runs: DocRuns, block: str) -> None:
     with pytest.raises(SybilFailure):
