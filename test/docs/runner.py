@@ -29,16 +29,17 @@ import pytest
 from sybil import Example
 
 from test.docs import expected, shell
+from test.support.service import Service
 
 try:
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # the browser examples then skip, saying why
     PlaywrightTimeout = TimeoutError
-from test.support.service import Service
 
 DOCUMENTED_BASE = "http://127.0.0.1:8000"
 COMMAND_TIMEOUT = 30.0
-STREAM_SECONDS = 2  # a `curl -N` on the stream is read this long, then cut
+STREAM_SECONDS = 3  # a `curl -N` on the stream is read this long, then cut
+_KEEP_ENV = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "XDG_RUNTIME_DIR", "VIRTUAL_ENV"}
 _PRINTED = re.compile(r"^\s*print\(.*\)\s+#\s+(.+)$", re.MULTILINE)  # `print(x)  # what it prints`
 _SAVE_AS = re.compile(r"save this as `([\w.-]+)`[^`]*$", re.IGNORECASE)
 
@@ -65,7 +66,8 @@ class DocRun:
         return self.service.url
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # Like Service: the machine's upper-case variables (a developer's DATABASE_URL, tokens) stay out.
+        env = {k: v for k, v in os.environ.items() if not k.isupper() or k in _KEEP_ENV}
         env.update(
             BASE=self.base,
             DATABASE_URL=self.service.database_url or "",
@@ -124,18 +126,25 @@ def evaluate_shell(example: Example) -> str | None:
     commands = shell.split(str(example.parsed))
     for old in run.workdir.glob(".out-*"):
         old.unlink()
-    done = subprocess.run(
-        ["bash", "-c", _script(commands, run)],
-        cwd=run.workdir,
-        env=run.env(),
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT * max(1, len(commands)),
-        check=False,
-    )
+    # Files, not pipes: a block may leave a job in the background (a trickle of writes for
+    # the next block to watch), and a pipe would keep this call waiting until that job ends.
+    with (run.workdir / ".stdout").open("w+") as stdout, (run.workdir / ".stderr").open("w+") as stderr:
+        done = subprocess.run(
+            ["bash", "-c", _script(commands, run)],
+            cwd=run.workdir,
+            env=run.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            timeout=COMMAND_TIMEOUT * max(1, len(commands)),
+            check=False,
+        )
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     keys_only, run.keys_only = run.keys_only, None
     if done.returncode != 0:
-        return f"exit status {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        return f"exit status {done.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     run.last_output = None
     for number, command in enumerate(commands):
         real = (run.workdir / f".out-{number}").read_text()
