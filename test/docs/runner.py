@@ -267,7 +267,16 @@ def _stored_entries(run: DocRun) -> int:
 
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# The page is fulfilled by Playwright (page.route), so Chromium knows no address for it and treats it
+# as public: its connections to 127.0.0.1 would then fall under Local Network Access checks, which a
+# page really served from the service (or from another local origin, test_sdk_browser.py) never meets.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-features=LocalNetworkAccessChecks",
+]
 _UPLOAD = {
     "batch_id": "docs-browser",
     "events": [{"type": "SESSION_START", "timestamp": 1624422533298, "session_id": "0d856b46-48cd-4fba-946b-53d15b7b43e0"}],
