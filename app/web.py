@@ -28,6 +28,7 @@ from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
 from app.store.db import DatabaseUnavailable
+from app.store.retention import Retention
 from app.store.watch import Watch
 from app.stream.hub import Hub
 from app.stream.response import RAW_SEND_KEY
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 timeout=settings.hub_timeout_seconds,
             ) as hub,
             Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
+            Retention(pool, settings.retention_days, settings.retention_check_seconds) as retention,
             RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
             Writer(
                 pool,
@@ -158,7 +160,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             drain = Drain()
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
             trees = TreeCache(settings.tree_cache_bytes)
-            app.state.services = Services(settings, pool, writer, hub, drain, rejected, trees, watch=watch)
+            app.state.services = Services(settings, pool, writer, hub, drain, rejected, trees, watch=watch, retention=retention)
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             _tune_gc()
             yield

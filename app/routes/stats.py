@@ -35,6 +35,19 @@ def _bounds(rng: st.Range, watermark: int, *, hours: bool = True) -> store.Event
     return (*st.split_range(rng, hours=hours).event_bounds(), watermark)
 
 
+async def with_retained_from(conn: asyncpg.Connection, body: dict[str, Any], start: int) -> dict[str, Any]:
+    """Figures that need the entries themselves say what they lack (SPEC "Retention").
+
+    `retained_from` (ms) is added when the range starts before the oldest retained
+    entry; read in the response's snapshot, so it covers what the figures read.
+    For every stats route computed from entries (names, funnel, breakdown).
+    """
+    retained = await store.retained_from(conn)
+    if retained is not None and start < retained:
+        body["retained_from"] = retained
+    return body
+
+
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
     return {}
 
@@ -138,11 +151,12 @@ async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Rang
     sessions: dict[int, int] = {}
     if top:
         sessions = await store.stats_name_sessions(conn, st.hour_split(rng), watermark, [r.name_id for r in top])
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "names": [{"name": r.name, "events": r.events, "sessions": sessions.get(r.name_id, 0)} for r in top],
     }
+    return await with_retained_from(conn, body, rng.start)
 
 
 def _funnel_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -159,7 +173,8 @@ async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ran
         sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_CHUNK)
         async for names, stamps in sessions:
             depths.append(st.funnel_depth(names, stamps, step_ids, within))
-    return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
+    body = {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
+    return await with_retained_from(conn, body, rng.start)
 
 
 def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
