@@ -48,6 +48,15 @@ async def with_retained_from(conn: asyncpg.Connection, body: dict[str, Any], sta
     return body
 
 
+async def with_retained_from_at_edges(conn: asyncpg.Connection, body: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    """Summary and time series read rollups for whole minutes, which retention keeps:
+    exact over any range of whole minutes. A partial minute at either end is read
+    from the entries, so such a range that reaches before retention says so too."""
+    if rng.start % 60_000 or rng.end % 60_000:
+        return await with_retained_from(conn, body, rng.start)
+    return body
+
+
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
     return {}
 
@@ -66,7 +75,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
     duration_sum = sum(g.duration_sum for g in groups)
     events_p = st.percentiles_from_counts(per_session, (50, 90))
     durations_p = await _duration_percentiles(conn, rng, by_duration_bucket, ended, (50, 90, 99))
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "sessions": {"started": started, "ended": ended, "open": started - ended},
@@ -85,6 +94,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
         },
         "duration_histogram": st.histogram_from_buckets(by_duration_bucket),
     }
+    return await with_retained_from_at_edges(conn, body, rng)
 
 
 async def _duration_percentiles(
@@ -127,7 +137,7 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
     started = await store.stats_session_buckets(conn, session_bounds, size)
     known_ids = [i for _, i in series_names if i is not None]
     events = await store.stats_event_buckets(conn, bounds, size, known_ids)
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "bucket": bucket,
@@ -138,6 +148,7 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
             for name, i in series_names
         ],
     }
+    return await with_retained_from_at_edges(conn, body, rng)
 
 
 def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class Retention(Background):
         return removed
 
     async def _locked(self, conn: asyncpg.Connection, window: float) -> list[store.RemovedPiece]:
+        # A spare before the roll too: a roll from psql may have used the last one.
+        await store.retention_ensure_spare(conn)
         age = await store.retention_in_use_age(conn)
         if age is not None and age >= window / 10:
             opened = await store.retention_roll(conn)
