@@ -213,7 +213,7 @@ async def test_a_database_at_migration_005_migrates_keeping_every_entry(
             await sql.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
         await sql.execute(
             "INSERT INTO events (session_id, type, ts, name_id) "
-            "SELECT gen_random_uuid(), 'EVENT', $1 + g, event_name_id('before') FROM generate_series(1, 20000) g",
+            "SELECT gen_random_uuid(), 'EVENT', $1::bigint + g, event_name_id('before') FROM generate_series(1, 20000) g",
             TS,
         )
         before = await sql.fetch("SELECT position, session_id, ts FROM events ORDER BY position")
