@@ -111,8 +111,9 @@ LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'events is append-only: % is refused (stream positions and session summaries only move forward)', TG_OP
         USING ERRCODE = 'restrict_violation',
-              HINT = 'Old entries are removed by retention (RETENTION_DAYS), in whole pieces. To discard everything, '
-                     'start a fresh database: stream clients then get a reset.';
+              HINT = 'Append new entries instead (INSERT, or upload over /ws). Old entries are removed by retention '
+                     '(RETENTION_DAYS), in whole pieces. To discard everything, start a fresh database: '
+                     'stream clients then get a reset.';
 END $$;
 
 -- Every piece refuses what the parent refuses, also when named directly; a direct
