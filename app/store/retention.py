@@ -82,6 +82,8 @@ class Retention(Background):
         return removed
 
     async def _locked(self, conn: asyncpg.Connection, window: float) -> list[store.RemovedPiece]:
+        # First what a cut run left: a piece pending detach refuses every ATTACH.
+        removed = [await self._remove(conn, name) for name in await store.retention_marked(conn)]
         # A spare before the roll too: a roll from psql may have used the last one.
         await store.retention_ensure_spare(conn)
         age = await store.retention_in_use_age(conn)
@@ -90,28 +92,30 @@ class Retention(Background):
             log.debug("retention: piece %s opened", opened)
         await store.retention_ensure_spare(conn)
         if time.monotonic() - self._last_check < self._check_seconds:
-            return []
+            return removed
         self._last_check = time.monotonic()
-        removed = []
         for name in await store.retention_mark(conn, window):
-            piece = await store.retention_remove(conn, name, REMOVE_TIMEOUT_SECONDS)
-            removed.append(piece)
-            metrics.RETENTION_PIECES.inc()
-            metrics.RETENTION_ROWS.inc(piece.rows)
-            log.info(
-                "retention removed piece %s: %d entries, %d bytes, in %.1f ms",
-                piece.name,
-                piece.rows,
-                piece.bytes,
-                piece.seconds * 1000,
-                extra={"piece": piece.name, "rows": piece.rows, "bytes": piece.bytes, "ms": round(piece.seconds * 1000, 1)},
-            )
+            removed.append(await self._remove(conn, name))
         state = await store.retention_state(conn)
         if removed and state is not None and state.retained_from_ms is not None:
             cutoff = state.retained_from_ms - state.retained_from_ms % HOUR_MS
             while await store.retention_prune_presences(conn, cutoff, PRESENCE_SLICE) == PRESENCE_SLICE:
                 pass
         return removed
+
+    async def _remove(self, conn: asyncpg.Connection, name: str) -> store.RemovedPiece:
+        piece = await store.retention_remove(conn, name, REMOVE_TIMEOUT_SECONDS)
+        metrics.RETENTION_PIECES.inc()
+        metrics.RETENTION_ROWS.inc(piece.rows)
+        log.info(
+            "retention removed piece %s: %d entries, %d bytes, in %.1f ms",
+            piece.name,
+            piece.rows,
+            piece.bytes,
+            piece.seconds * 1000,
+            extra={"piece": piece.name, "rows": piece.rows, "bytes": piece.bytes, "ms": round(piece.seconds * 1000, 1)},
+        )
+        return piece
 
     def _publish(self, state: RetentionState | None) -> None:
         self.state = state

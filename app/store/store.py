@@ -517,6 +517,12 @@ async def retention_mark(conn: asyncpg.Connection, window_seconds: float) -> lis
 
 
 @_translated
+async def retention_marked(conn: asyncpg.Connection) -> list[str]:
+    """Pieces a cut run marked and did not finish removing."""
+    return [r[0] for r in await conn.fetch(queries.RETENTION_MARKED)]
+
+
+@_translated
 async def retention_remove(conn: asyncpg.Connection, name: str, timeout: float) -> RemovedPiece:
     """Detach (concurrently: inserts and reads go on) and drop one marked piece.
 

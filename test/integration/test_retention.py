@@ -182,11 +182,7 @@ async def test_a_run_cut_after_marking_is_finished_by_the_next(start_service: St
         again = Service(url, *RETENTION)
         again.start()
         try:
-            try:
-                await _until(lambda: _awaitable_zero(sql, session))
-            except AssertionError:
-                print(again.logs()[-3000:], marked, await sql.fetch("SELECT * FROM retention_pieces"))
-                raise
+            await _until(lambda: _awaitable_zero(sql, session))
             assert await sql.fetchval("SELECT count(*) FROM retention_pieces WHERE state = 'removing'") == 0
         finally:
             again.stop()
@@ -229,3 +225,99 @@ async def test_a_database_at_migration_005_migrates_keeping_every_entry(
         assert status == 200 and summary["events"] == 20001
     finally:
         await sql.close()
+
+
+async def test_a_detach_cut_halfway_is_finalized_by_the_next_run(start_service: StartService, postgres: TestPostgres) -> None:
+    """The backend running DETACH ... CONCURRENTLY dies between its two steps (as it
+    does when the service is killed there): the piece is left detach-pending."""
+    url = await postgres.create_database("retention_pending")
+    svc = await start_service(database_url=url)
+    sql, reader, detacher = [await asyncpg.connect(url) for _ in range(3)]
+    try:
+        session = new_session()
+        await upload(svc.ws_url, session, [{"type": "SESSION_START", "timestamp": TS}, event("pending", TS)])
+        await sql.execute("SELECT retention_roll()")
+        await _until(lambda: _folded(sql))
+        piece = await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1")
+        assert piece in [r[0] for r in await sql.fetch("SELECT * FROM retention_mark(0)")]
+        # A reader that started before the detach makes its second step wait.
+        async with reader.transaction():
+            await reader.fetchval("SELECT count(*) FROM events")
+            detach = asyncio.ensure_future(detacher.execute(f"ALTER TABLE events DETACH PARTITION {piece} CONCURRENTLY"))
+            pending = "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)"
+            await _until(lambda: _true(sql.fetchval(pending, piece)))
+            await sql.execute("SELECT pg_terminate_backend($1)", detacher.get_server_pid())
+            try:
+                await detach
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
+                pass
+        assert await sql.fetchval(pending, piece) is True
+        svc.stop()
+        again = Service(url, *RETENTION)
+        again.start()
+        try:
+            await _until(lambda: _gone(sql, piece))
+            assert await _count(sql, session) == 0
+            await upload(again.ws_url, session, [event("after", TS + 1)])
+            assert await _count(sql, session) == 1
+        finally:
+            again.stop()
+    finally:
+        for conn in (sql, reader):
+            await conn.close()
+        detacher.terminate()
+
+
+async def _true(value: Awaitable[object]) -> bool:
+    return bool(await value)
+
+
+async def _gone(sql: asyncpg.Connection, piece: str) -> bool:
+    return bool(
+        await sql.fetchval(
+            "SELECT to_regclass($1) IS NULL AND NOT EXISTS (SELECT 1 FROM retention_pieces WHERE name = $1)", piece
+        )
+    )
+
+
+async def test_the_database_restarting_during_removals(start_service: StartService, standalone_postgres: object) -> None:
+    from test.support.postgres import StandalonePostgres
+
+    assert isinstance(standalone_postgres, StandalonePostgres)
+    svc = await start_service(*RETENTION, database_url=standalone_postgres.url)
+    acked: list[tuple[str, float]] = []
+    started = time.monotonic()
+    restarted = False
+    while time.monotonic() - started < WINDOW * 3:
+        if not restarted and time.monotonic() - started > WINDOW * 1.2:
+            standalone_postgres.crash()
+            standalone_postgres.start()
+            restarted = True
+        session = new_session()
+        try:
+            answer = (await upload(svc.ws_url, session, [event("keep", TS)]))[0]
+        except (AssertionError, aiohttp.ClientError, OSError):
+            continue
+        if answer["type"] == "ACK":
+            acked.append((session, time.time()))
+        await asyncio.sleep(0.02)
+    sql = await asyncpg.connect(standalone_postgres.url)
+    try:
+        checked_at = time.time()
+        present = {str(r[0]) for r in await sql.fetch("SELECT DISTINCT session_id FROM events")}
+        recent = [s for s, at in acked if at > checked_at - WINDOW + 0.5]
+        assert recent and all(s in present for s in recent), "an ACKed entry inside the window was lost"
+        assert any(s not in present for s, _ in acked)
+        await _until(lambda: _none_removing(sql))
+        before = await sql.fetchval("SELECT last_removal_at FROM retention_state")
+        await _until(lambda: _removed_since(sql, before))  # the next removal completes
+    finally:
+        await sql.close()
+
+
+async def _none_removing(sql: asyncpg.Connection) -> bool:
+    return await sql.fetchval("SELECT count(*) FROM retention_pieces WHERE state = 'removing'") == 0
+
+
+async def _removed_since(sql: asyncpg.Connection, before: object) -> bool:
+    return bool(await sql.fetchval("SELECT last_removal_at > $1 FROM retention_state", before))
