@@ -394,7 +394,13 @@ RETENTION_ROLL = "SELECT set_config('lock_timeout', '5s', true), retention_roll(
 RETENTION_SPARES = "SELECT count(*) FROM retention_pieces WHERE opened_at = 'infinity'"
 RETENTION_ADD_SPARE = "SELECT retention_add_piece((SELECT max(hi) FROM retention_pieces))"
 RETENTION_MARK = "SELECT retention_mark FROM retention_mark($1)"
-RETENTION_MARKED = "SELECT name FROM retention_pieces WHERE state = 'removing' ORDER BY lo"
+# A detach left pending first: while one is pending, no other piece can be detached.
+RETENTION_MARKED = """
+SELECT name
+  FROM retention_pieces p
+ WHERE state = 'removing'
+ ORDER BY (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass(p.name)) DESC NULLS LAST, lo
+"""
 # NULL: not attached (any more); false: attached; true: a detach a killed run left pending.
 RETENTION_DETACH_PENDING = "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)"
 RETENTION_PIECE_EXISTS = "SELECT to_regclass($1) IS NOT NULL"
