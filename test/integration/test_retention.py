@@ -15,7 +15,7 @@ import asyncpg
 
 from test.conftest import StartService
 from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
-from test.support.postgres import TestPostgres
+from test.support.postgres import TestPostgres as Cluster
 from test.support.service import Service
 
 WINDOW = 3.0
@@ -165,7 +165,7 @@ async def test_two_processes_and_a_plain_sql_writer_during_removals(start_servic
         await sql.close()
 
 
-async def test_a_run_cut_after_marking_is_finished_by_the_next(start_service: StartService, postgres: TestPostgres) -> None:
+async def test_a_run_cut_after_marking_is_finished_by_the_next(start_service: StartService, postgres: Cluster) -> None:
     """What kill -9 between marking and dropping leaves: a marked piece, maybe detached."""
     url = await postgres.create_database("retention_cut")
     svc = await start_service(database_url=url)  # no retention: this process removes nothing
@@ -195,7 +195,7 @@ async def _folded(sql: asyncpg.Connection) -> bool:
 
 
 async def test_a_database_at_migration_005_migrates_keeping_every_entry(
-    start_service: StartService, postgres: TestPostgres
+    start_service: StartService, postgres: Cluster
 ) -> None:
     from app.store import db
 
@@ -227,7 +227,7 @@ async def test_a_database_at_migration_005_migrates_keeping_every_entry(
         await sql.close()
 
 
-async def test_a_detach_cut_halfway_is_finalized_by_the_next_run(start_service: StartService, postgres: TestPostgres) -> None:
+async def test_a_detach_cut_halfway_is_finalized_by_the_next_run(start_service: StartService, postgres: Cluster) -> None:
     """The backend running DETACH ... CONCURRENTLY dies between its two steps (as it
     does when the service is killed there): the piece is left detach-pending."""
     url = await postgres.create_database("retention_pending")
