@@ -194,9 +194,7 @@ async def _folded(sql: asyncpg.Connection) -> bool:
     return bool(await sql.fetchval("SELECT (SELECT position FROM stats_folded) >= (SELECT max(position) FROM events)"))
 
 
-async def test_a_database_at_migration_005_migrates_keeping_every_entry(
-    start_service: StartService, postgres: Cluster
-) -> None:
+async def test_a_database_at_migration_005_migrates_keeping_every_entry(start_service: StartService, postgres: Cluster) -> None:
     from app.store import db
 
     url = await postgres.create_database("retention_from_005")
