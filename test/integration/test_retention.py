@@ -183,7 +183,7 @@ async def test_a_run_cut_after_marking_is_finished_by_the_next(start_service: St
         again.start()
         try:
             await _until(lambda: _awaitable_zero(sql, session))
-            assert await sql.fetchval("SELECT count(*) FROM retention_pieces WHERE state = 'removing'") == 0
+            await _until(lambda: _none_removing(sql))  # the piece's row goes right after its table
         finally:
             again.stop()
     finally:
