@@ -151,6 +151,13 @@ class Settings:
     rejected_max_rows: int = setting(10_000, DATABASE, "rejected batches kept for inspection (oldest pruned)", minimum=0)
     rejected_max_frame_bytes: int = setting(4_096, DATABASE, "bytes of each rejected frame kept", minimum=0)
 
+    retention_days: float | None = setting(
+        None, DATABASE, "days entries are kept, by when they were stored (fractions allowed); unset: keep everything", above=0
+    )
+    retention_check_seconds: float = setting(
+        3600.0, DATABASE, "seconds between retention checks that remove pieces older than --retention-days", above=0
+    )
+
     graceful_timeout_seconds: float = setting(10.0, SERVER, "seconds to finish in-flight work on shutdown", minimum=0)
 
     @property
@@ -165,7 +172,9 @@ def _meta(f: dataclasses.Field[Any]) -> Mapping[str, Any]:
 
 
 def _kind(f: dataclasses.Field[Any]) -> str:
-    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    """The field's type by name; an optional one (`float | None`: unset allowed) as its type."""
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    return kind.removesuffix(" | None")
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:

@@ -51,6 +51,21 @@ INSERT_LOCK_WAITING = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemax",
 )
+# app/store/retention.py: what retention keeps and when it last removed a piece.
+RETENTION_OLDEST = Gauge(
+    "eventservice_retention_retained_from_seconds",
+    "Store time (Unix seconds) since which every entry is retained (absent: nothing removed)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+RETENTION_LAST_REMOVAL = Gauge(
+    "eventservice_retention_last_removal_seconds",
+    "When retention last removed a piece (Unix seconds)",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+RETENTION_PIECES = Counter("eventservice_retention_pieces_removed_total", "Pieces of events removed", registry=REGISTRY)
+RETENTION_ROWS = Counter("eventservice_retention_rows_removed_total", "Entries removed with their pieces", registry=REGISTRY)
 POOL_SIZE = Gauge(
     "eventservice_pool_connections",
     "Database pool connections by state (per worker as of its last scrape, summed)",

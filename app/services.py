@@ -11,6 +11,7 @@ from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain
 from app.reads.tree_cache import TreeCache
+from app.store.retention import Retention
 from app.store.watch import Watch
 from app.stream.hub import Hub
 
@@ -25,3 +26,4 @@ class Services:
     rejected: RejectedRecorder  # app/ingest/rejected.py: every ERROR'd batch is kept for inspection
     trees: TreeCache  # encoded session trees, checked against the session's version
     watch: Watch | None = None  # app/store/watch.py: the insert lock's holder, batch_id retention
+    retention: Retention | None = None  # app/store/retention.py: old pieces of events removed

@@ -31,6 +31,7 @@ from app.routes import stats as stats_routes
 from app.services import Services
 from app.store import db
 from app.store.db import DatabaseUnavailable
+from app.store.retention import Retention
 from app.store.watch import Watch
 from app.stream.hub import Hub
 from app.stream.response import RAW_SEND_KEY
@@ -128,6 +129,7 @@ class _Components(NamedTuple):
     pool: asyncpg.Pool
     hub: Hub
     watch: Watch
+    retention: Retention
     rejected: RejectedRecorder
     writer: Writer
 
@@ -139,7 +141,7 @@ async def _components(settings: Settings, url: str) -> AsyncIterator[_Components
     Each is an async context manager (app/background.py), entered in the reverse of
     the order shutdown needs, which `async with` follows on exit: the writer commits
     and ACKs what it accepted; the recorder keeps the last rejected batches (their
-    ERRORs are answered by then); the watch stops; the hub wakes every stream to end
+    ERRORs are answered by then); retention and the watch stop; the hub wakes every stream to end
     (clients reconnect elsewhere); the pool closes last. A component that fails to
     start exits the ones before it.
     """
@@ -152,6 +154,7 @@ async def _components(settings: Settings, url: str) -> AsyncIterator[_Components
             timeout=settings.hub_timeout_seconds,
         ) as hub,
         Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
+        Retention(pool, settings.retention_days, settings.retention_check_seconds) as retention,
         RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
         Writer(
             pool,
@@ -161,7 +164,7 @@ async def _components(settings: Settings, url: str) -> AsyncIterator[_Components
             lock_timeout_seconds=settings.ingest_lock_timeout_seconds,
         ) as writer,
     ):
-        yield _Components(pool, hub, watch, rejected, writer)
+        yield _Components(pool, hub, watch, retention, rejected, writer)
 
 
 def _lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
@@ -177,7 +180,15 @@ def _lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextM
             install_signal_handlers(drain, settings.graceful_timeout_seconds)
             trees = TreeCache(settings.tree_cache_bytes)
             app.state.services = Services(
-                settings, parts.pool, parts.writer, parts.hub, drain, parts.rejected, trees, watch=parts.watch
+                settings,
+                parts.pool,
+                parts.writer,
+                parts.hub,
+                drain,
+                parts.rejected,
+                trees,
+                watch=parts.watch,
+                retention=parts.retention,
             )
             log.info("ready", extra={"host": settings.host, "port": settings.port})
             _tune_gc()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Awaitable, Callable
 
-from . import analytics, fanout, ingest, lookup, report, sdk, soak, validate
+from . import analytics, fanout, ingest, lookup, report, retention, sdk, soak, validate
 from .service import Database, database, run_loop
 
 Scenario = Callable[[argparse.Namespace, Database], Awaitable[None]]
@@ -16,6 +16,7 @@ SCENARIOS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Scenario, 
     "lookup": (lookup.add_arguments, lookup.main, "GET /session/<id> of a 1,000-event session: requests/s", 10.0),
     "soak": (soak.add_arguments, soak.main, "M minutes at half load: server RSS at start and end", 0.0),
     "sdk": (sdk.add_arguments, sdk.main, "The browser uploader: one Chromium tab, events/s to durable ACK", 0.0),
+    "retention": (retention.add_arguments, retention.main, "steady ingest over retention windows: size, stalls, removals", 0.0),
     "stats": (analytics.add_arguments, analytics.main, "GET /stats/… p50/p99 on a generated 10 M-event database", 0.0),
 }
 

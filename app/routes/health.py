@@ -31,7 +31,11 @@ async def readyz(request: Request) -> Response:
             f"({holder.application_name or 'no application_name'}, {holder.state}) since {holder.since.isoformat()}"
         )
         return JSONResponse({"status": "unavailable", "reason": reason, "lock_holder": holder.as_json()}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    body: dict[str, object] = {"status": "ready"}
+    retention = services.retention
+    if retention is not None and retention.retained_from_ms is not None:
+        body["retained_from"] = retention.retained_from_ms  # the store time (ms) of the oldest retained entry
+    return JSONResponse(body)
 
 
 routes = [

@@ -79,6 +79,18 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 
 
 _RANGE = {"from": {"type": "integer"}, "to": {"type": "integer"}}
+# Optional, so outside _object's required list (SPEC "Retention").
+RETAINED_FROM = {
+    "type": "integer",
+    "description": "store time (ms) of the oldest retained entry; present only when the range (or session) reaches "
+    "before it, and the figures that need entries are then computed over what is retained",
+}
+
+
+def _with_retained_from(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "properties": {**schema["properties"], "retained_from": RETAINED_FROM}}
+
+
 _STATS_SCHEMAS: dict[str, Any] = {
     "StatsSummary": _object(
         {
@@ -145,6 +157,7 @@ _STATS_SCHEMAS: dict[str, Any] = {
         },
     },
 }
+_STATS_SCHEMAS = {name: _with_retained_from(schema) for name, schema in _STATS_SCHEMAS.items()}
 _TIME = {
     "type": "string",
     "description": "milliseconds since the Unix epoch, or an RFC 3339 date-time with a zone",
@@ -272,6 +285,7 @@ _COMPONENTS: dict[str, Any] = {
             "properties": {
                 "status": {"type": "string"},
                 "reason": {"type": "string"},
+                "retained_from": RETAINED_FROM,
                 "lock_holder": {
                     "type": "object",
                     "description": "the transaction holding the insert lock, when that is why ingest is stalled",
@@ -306,6 +320,7 @@ _COMPONENTS: dict[str, Any] = {
                 "end": {"type": ["integer", "null"], "description": "latest SESSION_END, ms"},
                 "children": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
                 "next": {"type": ["string", "null"], "description": "with ?limit: the cursor of the next page, null on the last"},
+                "retained_from": RETAINED_FROM,
             },
         },
         "SessionSummary": {

@@ -76,7 +76,20 @@ async def _cached(pool: asyncpg.Pool, trees: TreeCache, session_id: str) -> byte
     version, body = entry
     async with store.connection(pool) as conn:
         current = await store.session_version(conn, session_id)
-    return body if current is not None and current == version else None
+        # A tree cached before retention removed some of its entries is not served.
+        lost = await store.session_retained_from(conn, session_id)
+    return body if current is not None and current == version and lost is None else None
+
+
+async def _retained_from(pool: asyncpg.Pool, session_id: str) -> int | None:
+    """Read after the tree: a removal between the two makes the answer say so, never the reverse."""
+    async with store.connection(pool) as conn:
+        return await store.session_retained_from(conn, session_id)
+
+
+def _end(retained_from: int | None) -> bytes:
+    """The tree's last bytes: `retained_from` when the session lost entries to retention."""
+    return b"]}" if retained_from is None else b'],"retained_from":%d}' % retained_from
 
 
 class _Query(NamedTuple):
@@ -123,17 +136,20 @@ async def session_tree(request: Request) -> Response:
         if whole is None:
             return _not_found(session_id)
         if whole.children is not None:
-            body = _head(session_id, whole) + whole.children + b"]}"
-            services.trees.put(session_id, whole.version, body)
+            lost = await _retained_from(services.pool, session_id)
+            body = _head(session_id, whole) + whole.children + _end(lost)
+            if lost is None:
+                services.trees.put(session_id, whole.version, body)
             return Response(body, media_type="application/json")
     rows = await _page(services.pool, session_id, query.after, (query.limit + 1) if query.limit is not None else PAGE_ROWS)
     if not rows:
         return _not_found(session_id)
     if query.limit is not None:
-        return _limited(session_id, rows, query.limit)
+        return _limited(session_id, rows, query.limit, await _retained_from(services.pool, session_id))
     if len(rows) < PAGE_ROWS:
-        body = _head(session_id, rows[0]) + b",".join(_children(rows)) + b"]}"
-        if whole_tree:
+        lost = await _retained_from(services.pool, session_id)
+        body = _head(session_id, rows[0]) + b",".join(_children(rows)) + _end(lost)
+        if whole_tree and lost is None:
             services.trees.put(session_id, rows[0].version, body)
         return Response(body, media_type="application/json")
     return StreamingResponse(_stream(services.pool, session_id, rows), media_type="application/json")
@@ -143,12 +159,13 @@ def _not_found(session_id: str) -> Response:
     return error_response(404, ErrorCode.NOT_FOUND, f"No session {session_id} has been recorded.")
 
 
-def _limited(session_id: str, rows: list[TreeRecord], limit: int) -> Response:
+def _limited(session_id: str, rows: list[TreeRecord], limit: int, lost: int | None) -> Response:
     """One page of ?limit children and the cursor to the next, if there is one."""
     page = rows[:limit]
     last, position = page[-1], page[-1].position
     cursor = b'"%d.%d"' % (last.ts, position) if len(rows) > limit and position is not None else b"null"
-    body = _head(session_id, rows[0]) + b",".join(_children(page)) + b'],"next":' + cursor + b"}"
+    body = _head(session_id, rows[0]) + b",".join(_children(page)) + b'],"next":' + cursor
+    body += b"}" if lost is None else b',"retained_from":%d}' % lost
     return Response(body, media_type="application/json")
 
 
@@ -165,7 +182,7 @@ async def _stream(pool: asyncpg.Pool, session_id: str, first: list[TreeRecord]) 
             last = page[-1]
         if len(page) < PAGE_ROWS:
             break
-    yield b"]}"
+    yield _end(await _retained_from(pool, session_id))
 
 
 routes = [Route("/session/{session_id}", session_tree, methods=["GET"])]

@@ -37,6 +37,28 @@ def _bounds(rng: st.Range, watermark: int, *, hours: bool = True) -> store.Event
     return (*st.split_range(rng, hours=hours).event_bounds(), watermark)
 
 
+async def with_retained_from(conn: asyncpg.Connection, body: dict[str, Any], start: int) -> dict[str, Any]:
+    """Figures that need the entries themselves say what they lack (SPEC "Retention").
+
+    `retained_from` (ms) is added when the range starts before the oldest retained
+    entry; read in the response's snapshot, so it covers what the figures read.
+    For every stats route computed from entries (names, funnel, breakdown).
+    """
+    retained = await store.retained_from(conn)
+    if retained is not None and start < retained:
+        body["retained_from"] = retained
+    return body
+
+
+async def with_retained_from_at_edges(conn: asyncpg.Connection, body: dict[str, Any], rng: st.Range) -> dict[str, Any]:
+    """Summary and time series read rollups for whole minutes, which retention keeps:
+    exact over any range of whole minutes. A partial minute at either end is read
+    from the entries, so such a range that reaches before retention says so too."""
+    if rng.start % 60_000 or rng.end % 60_000:
+        return await with_retained_from(conn, body, rng.start)
+    return body
+
+
 def _no_options(params: Params, rng: st.Range) -> dict[str, Any]:
     return {}
 
@@ -55,7 +77,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
     duration_sum = sum(g.duration_sum for g in groups)
     events_p = st.percentiles_from_counts(per_session, (50, 90))
     durations_p = await _duration_percentiles(conn, rng, by_duration_bucket, ended, (50, 90, 99))
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "sessions": {"started": started, "ended": ended, "open": started - ended},
@@ -74,6 +96,7 @@ async def _summary(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ra
         },
         "duration_histogram": st.histogram_from_buckets(by_duration_bucket),
     }
+    return await with_retained_from_at_edges(conn, body, rng)
 
 
 async def _duration_percentiles(
@@ -116,7 +139,7 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
     started = await store.stats_session_buckets(conn, session_bounds, size)
     known_ids = [i for _, i in series_names if i is not None]
     events = await store.stats_event_buckets(conn, bounds, size, known_ids)
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "bucket": bucket,
@@ -127,6 +150,7 @@ async def _timeseries(conn: asyncpg.Connection, options: dict[str, Any], rng: st
             for name, i in series_names
         ],
     }
+    return await with_retained_from_at_edges(conn, body, rng)
 
 
 def _names_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -140,11 +164,12 @@ async def _names(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Rang
     sessions: dict[int, int] = {}
     if top:
         sessions = await store.stats_name_sessions(conn, st.hour_split(rng), watermark, [r.name_id for r in top])
-    return {
+    body = {
         "from": rng.start,
         "to": rng.end,
         "names": [{"name": r.name, "events": r.events, "sessions": sessions.get(r.name_id, 0)} for r in top],
     }
+    return await with_retained_from(conn, body, rng.start)
 
 
 def _funnel_options(params: Params, rng: st.Range) -> dict[str, Any]:
@@ -161,7 +186,8 @@ async def _funnel(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Ran
         sessions = store.stats_funnel_events(conn, rng.start, rng.end, list(ids.values()), _FUNNEL_CHUNK)
         async for names, stamps in sessions:
             depths.append(st.funnel_depth(names, stamps, step_ids, within))
-    return {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
+    body = {"from": rng.start, "to": rng.end, "steps": st.funnel_steps(depths, steps)}
+    return await with_retained_from(conn, body, rng.start)
 
 
 def _breakdown_options(params: Params, rng: st.Range) -> dict[str, Any]:

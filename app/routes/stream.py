@@ -224,9 +224,18 @@ async def _replay(pool: asyncpg.Pool, hub: Hub, subscriber: Subscriber, resume: 
     only = _only(subscriber.filters)
     while after < upper and not subscriber.overflowed:
         rows = await _read(pool, hub, deadline, store.stream_replay, after, upper, only, REPLAY_PAGE, REPLAY_QUERY_SECONDS)
-        if rows is None:
+        # Retention moves removed_through before it detaches a piece, so a page read
+        # before this check that missed removed entries shows here (schema/007).
+        removed = await _read(pool, hub, deadline, store.stream_removed_through, REPLAY_QUERY_SECONDS)
+        if rows is None or removed is None:
             metrics.SSE_DROPPED.labels("replay_failed").inc()
             return  # ends the stream: EventSource reconnects with its last id
+        if after < removed:
+            # Entries after the client's position were removed by retention.
+            metrics.SSE_DROPPED.labels("reset_removed").inc()
+            outcome[0] = "reset"
+            yield sse_format.reset(upper, "removed")
+            return
         # Each page that arrives earns the next one a fresh retry budget.
         deadline = time.monotonic() + REPLAY_RETRY_SECONDS
         if not rows:

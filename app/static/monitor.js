@@ -1304,6 +1304,24 @@
     openStream(false);
   }
 
+  // Retention: one line saying since when entries are retained (/readyz is open, no token).
+  async function showRetained() {
+    const line = document.getElementById('retained');
+    if (!line) return;
+    try {
+      const res = await fetch('/readyz', { cache: 'no-store' });
+      const body = await res.json();
+      if (typeof body.retained_from === 'number') {
+        line.textContent = `Oldest retained entry: ${new Date(body.retained_from).toISOString()}`;
+        line.hidden = false;
+      }
+    } catch (_err) {
+      // not ready or offline: the line keeps what it showed
+    }
+  }
+  showRetained();
+  setInterval(showRetained, 30000);
+
   // Small hook for tests and the curious: read-only view of the page state.
   // Also what analytics.js builds on (same token, same helpers, the feed's filter).
   window.eventMonitor = {

@@ -461,4 +461,59 @@ SELECT array_position($6::jsonb[], v) AS value, ts - ts % $5 AS bucket, count(*)
   FROM ({_BREAKDOWN_EVENTS}) AS ev
  WHERE v = ANY($6::jsonb[])
  GROUP BY 1, 2
+
+
+# --- retention (schema/007_retention.sql, app/store/retention.py) -----------------
+# One retention run at a time across every process: a session lock on one pool
+# connection, released at the end of the run (or with the connection, if killed).
+RETENTION_TRY_LOCK = "SELECT pg_try_advisory_lock(727401, 3)"
+RETENTION_UNLOCK = "SELECT pg_advisory_unlock(727401, 3)"
+RETENTION_IN_USE_AGE = """
+SELECT extract(epoch FROM clock_timestamp() - opened_at)
+  FROM retention_pieces
+ WHERE closed_at IS NULL AND opened_at < 'infinity'
+"""
+RETENTION_ROLL = "SELECT set_config('lock_timeout', '5s', true), retention_roll()"
+RETENTION_SPARES = "SELECT count(*) FROM retention_pieces WHERE opened_at = 'infinity'"
+RETENTION_ADD_SPARE = "SELECT retention_add_piece((SELECT max(hi) FROM retention_pieces))"
+RETENTION_MARK = "SELECT retention_mark FROM retention_mark($1)"
+# A detach left pending first: while one is pending, no other piece can be detached.
+RETENTION_MARKED = """
+SELECT name
+  FROM retention_pieces p
+ WHERE state = 'removing'
+ ORDER BY (SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass(p.name)) DESC NULLS LAST, lo
+"""
+# NULL: not attached (any more); false: attached; true: a detach a killed run left pending.
+RETENTION_DETACH_PENDING = "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)"
+RETENTION_PIECE_EXISTS = "SELECT to_regclass($1) IS NOT NULL"
+RETENTION_DETACH = "ALTER TABLE events DETACH PARTITION {piece} CONCURRENTLY"
+RETENTION_FINALIZE = "ALTER TABLE events DETACH PARTITION {piece} FINALIZE"
+RETENTION_PIECE_ROWS = "SELECT count(*), pg_total_relation_size('{piece}') FROM {piece}"
+RETENTION_DROP = "DROP TABLE IF EXISTS {piece}"
+RETENTION_DONE = """
+WITH gone AS (DELETE FROM retention_pieces WHERE name = $1)
+UPDATE retention_state SET last_removal_at = clock_timestamp(), last_removal_rows = $2, last_removal_ms = $3
+"""
+RETENTION_STATE = """
+SELECT removed_through,
+       (extract(epoch FROM retained_from) * 1000)::bigint AS retained_from_ms,
+       (extract(epoch FROM last_removal_at) * 1000)::bigint AS last_removal_ms,
+       last_removal_rows,
+       last_removal_ms AS last_removal_duration_ms
+  FROM retention_state
+"""
+# The store time (ms) from which every entry is retained; NULL: nothing removed yet.
+RETAINED_FROM = "SELECT (extract(epoch FROM retained_from) * 1000)::bigint FROM retention_state"
+# A session that lost entries: first seen before retained_from.
+SESSION_RETAINED_FROM = """
+SELECT (extract(epoch FROM r.retained_from) * 1000)::bigint
+  FROM retention_state r, sessions s
+ WHERE s.id = $1 AND s.first_seen < r.retained_from
+"""
+STREAM_REMOVED_THROUGH = "SELECT removed_through FROM retention_state"
+# Name presences of the hours before retained_from's hour, a slice at a time.
+RETENTION_PRUNE_PRESENCES = """
+DELETE FROM stats_name_session_hours
+ WHERE ctid = ANY(ARRAY(SELECT ctid FROM stats_name_session_hours WHERE hour_ms < $1 LIMIT $2))
 """

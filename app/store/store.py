@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import NamedTuple, ParamSpec, TypeVar, cast
@@ -525,3 +527,133 @@ async def stats_breakdown_buckets(
     for value, bucket, n in await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS, name_id, start, end, key, size, values):
         out.setdefault(int(value) - 1, {})[int(bucket)] = int(n)
     return out
+
+
+# --- retention (schema/007_retention.sql; run by app/store/retention.py) -------------
+
+_PIECE_NAME = re.compile(r"events_p-?[0-9]{1,20}")
+
+
+def _piece(name: str) -> str:
+    """A piece's name as SQL, checked: only names retention_add_piece() makes pass."""
+    if not _PIECE_NAME.fullmatch(name):
+        raise ValueError(f"not a piece of events: {name!r}")
+    return name
+
+
+class RetentionState(NamedTuple):
+    removed_through: int | None  # every position at or below it is removed
+    retained_from_ms: int | None  # every entry stored since then is retained (None: nothing removed)
+    last_removal_ms: int | None  # when the last piece was removed
+    last_removal_rows: int | None
+    last_removal_duration_ms: float | None
+
+
+class RemovedPiece(NamedTuple):
+    name: str
+    rows: int
+    bytes: int
+    seconds: float
+
+
+@_translated
+async def retention_try_lock(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval(queries.RETENTION_TRY_LOCK))
+
+
+@_translated
+async def retention_unlock(conn: asyncpg.Connection) -> None:
+    await conn.fetchval(queries.RETENTION_UNLOCK)
+
+
+@_translated
+async def retention_in_use_age(conn: asyncpg.Connection) -> float | None:
+    """Seconds since the piece the sequence points into was opened."""
+    age = await conn.fetchval(queries.RETENTION_IN_USE_AGE)
+    return None if age is None else float(age)
+
+
+@_translated
+async def retention_roll(conn: asyncpg.Connection) -> str:
+    """Closes the piece in use and opens the spare one (a few microseconds under the writers' lock)."""
+    async with conn.transaction(isolation="read_committed"):
+        row = await conn.fetchrow(queries.RETENTION_ROLL)
+    assert row is not None
+    return str(row[1])
+
+
+@_translated
+async def retention_ensure_spare(conn: asyncpg.Connection) -> str | None:
+    """A spare piece ahead of the one in use; its name when one had to be made."""
+    if await conn.fetchval(queries.RETENTION_SPARES):
+        return None
+    async with conn.transaction(isolation="read_committed"):
+        return cast(str, await conn.fetchval(queries.RETENTION_ADD_SPARE))
+
+
+@_translated
+async def retention_mark(conn: asyncpg.Connection, window_seconds: float) -> list[str]:
+    async with conn.transaction(isolation="read_committed"):
+        return [r[0] for r in await conn.fetch(queries.RETENTION_MARK, window_seconds)]
+
+
+@_translated
+async def retention_marked(conn: asyncpg.Connection) -> list[str]:
+    """Pieces a cut run marked and did not finish removing."""
+    return [r[0] for r in await conn.fetch(queries.RETENTION_MARKED)]
+
+
+@_translated
+async def retention_remove(conn: asyncpg.Connection, name: str, timeout: float) -> RemovedPiece:
+    """Detach (concurrently: inserts and reads go on) and drop one marked piece.
+
+    Each step looks at the catalog first, so a run killed anywhere in between is
+    finished by the next one: a detach left pending is finalized, a detached piece
+    dropped, a dropped one forgotten.
+    """
+    piece = _piece(name)
+    started = time.monotonic()
+    pending = await conn.fetchval(queries.RETENTION_DETACH_PENDING, piece)
+    if pending is False:
+        await conn.execute(queries.RETENTION_DETACH.format(piece=piece), timeout=timeout)
+    elif pending is True:
+        await conn.execute(queries.RETENTION_FINALIZE.format(piece=piece), timeout=timeout)
+    rows, size = 0, 0
+    if await conn.fetchval(queries.RETENTION_PIECE_EXISTS, piece):
+        counted = await conn.fetchrow(queries.RETENTION_PIECE_ROWS.format(piece=piece), timeout=timeout)
+        assert counted is not None
+        rows, size = int(counted[0]), int(counted[1])
+        await conn.execute(queries.RETENTION_DROP.format(piece=piece), timeout=timeout)
+    seconds = time.monotonic() - started
+    await conn.execute(queries.RETENTION_DONE, piece, rows, seconds * 1000)
+    return RemovedPiece(piece, rows, size, seconds)
+
+
+@_translated
+async def retention_state(conn: asyncpg.Connection) -> RetentionState | None:
+    row = await conn.fetchrow(queries.RETENTION_STATE)
+    return None if row is None else RetentionState(*row)
+
+
+@_translated
+async def retention_prune_presences(conn: asyncpg.Connection, before_hour_ms: int, at_most: int) -> int:
+    status = await conn.execute(queries.RETENTION_PRUNE_PRESENCES, before_hour_ms, at_most)
+    return int(status.split()[-1])
+
+
+@_translated
+async def retained_from(conn: asyncpg.Connection) -> int | None:
+    """The store time (ms) since which every entry is retained; None: nothing was removed."""
+    return cast("int | None", await conn.fetchval(queries.RETAINED_FROM))
+
+
+@_translated
+async def session_retained_from(conn: asyncpg.Connection, session_id: str) -> int | None:
+    """retained_from when this session was first seen before it (it lost entries), else None."""
+    return cast("int | None", await conn.fetchval(queries.SESSION_RETAINED_FROM, session_id))
+
+
+@_translated
+async def stream_removed_through(conn: asyncpg.Connection, timeout: float | None = None) -> int:
+    """Every position at or below this is removed (0: none)."""
+    return int(await conn.fetchval(queries.STREAM_REMOVED_THROUGH, timeout=timeout) or 0)
