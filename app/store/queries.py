@@ -461,6 +461,7 @@ SELECT array_position($6::jsonb[], v) AS value, ts - ts % $5 AS bucket, count(*)
   FROM ({_BREAKDOWN_EVENTS}) AS ev
  WHERE v = ANY($6::jsonb[])
  GROUP BY 1, 2
+"""
 
 
 # --- retention (schema/007_retention.sql, app/store/retention.py) -----------------
