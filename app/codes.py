@@ -26,8 +26,10 @@ class ErrorCode(StrEnum):
     # Access control (app/edge/auth.py).
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN_ORIGIN = "forbidden_origin"
+    INVALID_PREFLIGHT = "invalid_preflight"  # a CORS preflight for a method or header not allowed
     # POST /batch's body.
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    REQUEST_TIMEOUT = "request_timeout"
     # The query string of /ws and POST /batch.
     UNKNOWN_PARAMETER = "unknown_parameter"
     INVALID_SESSION_ID = "invalid_session_id"

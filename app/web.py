@@ -111,7 +111,7 @@ def _ingest_routes(settings: Settings) -> list[BaseRoute]:
         rate_per_token=settings.ingest_rate_per_token,
         burst_per_token=settings.ingest_burst_per_token,
     )
-    return [*ws.routes(limits, rates), *batch.routes(limits, rates, settings.max_frame_bytes)]
+    return [*ws.routes(limits, rates), *batch.routes(limits, rates, settings.max_frame_bytes, settings.handshake_timeout_seconds)]
 
 
 def _stream_endpoint(settings: Settings) -> stream.Endpoint:

@@ -23,12 +23,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
+from app.codes import ErrorCode
 from app.edge.auth import AccessControl, normalize_origin, warn_about_open_kinds
 from app.edge.connlog import ConnectionLog
 from app.edge.limits import IDLE_TIMEOUT_SECONDS, MAX_CONNECTIONS, ConnectionLimits
+from app.errors import error_response
+
+
+class _CORS(CORSMiddleware):
+    """Starlette's CORS, with its refused preflights in the JSON shape of every other error.
+
+    Starlette answers them itself, before AccessControl runs, as a text/plain 400:
+    an Origin that is not listed is the same refusal as on the request itself
+    (403 forbidden_origin); a method or header it does not allow is a 400.
+    """
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        headers = {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+        if not self.is_allowed_origin(origin=request_headers["origin"]):
+            message = "This Origin may not send events or read here; the service's ALLOWED_ORIGINS does not list it."
+            return error_response(403, ErrorCode.FORBIDDEN_ORIGIN, message, headers)
+        asked = request_headers.get("access-control-request-headers", "")
+        message = (
+            f"This preflight asks for {request_headers['access-control-request-method']!r} with headers {asked!r}; "
+            "allowed: GET, HEAD, POST with Authorization, Content-Type, Last-Event-ID."
+        )
+        return error_response(400, ErrorCode.INVALID_PREFLIGHT, message, headers)
 
 
 def middleware(
@@ -45,11 +73,14 @@ def middleware(
         origins = ["*"] if "*" in allowed_origins else [normalize_origin(o) for o in allowed_origins]
         stack.append(
             Middleware(
-                CORSMiddleware,
+                _CORS,
                 allow_origins=origins,
                 allow_methods=["GET", "HEAD", "POST"],  # POST: /batch
                 allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
                 allow_credentials=False,  # tokens travel in headers or the URL, never in cookies
+                # A listed site's pages may reach a service on a private address (Chromium's
+                # Private Network Access preflight): listing the origin is that consent.
+                allow_private_network=True,
                 max_age=600,
             )
         )

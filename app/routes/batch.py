@@ -18,6 +18,7 @@ of its own: only its token's bucket, shared with that token's WebSockets, applie
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 from starlette.requests import ClientDisconnect, Request
@@ -72,14 +73,20 @@ def _unsupported(content_type: str) -> Response:
     return error_response(415, ErrorCode.UNSUPPORTED_MEDIA_TYPE, message)
 
 
-def routes(limits: flow.IngestLimits, rates: IngestRateLimiter, max_body_bytes: int) -> list[BaseRoute]:
-    """POST /batch with the values it uses; `rates` is the one /ws uses, so a token's bucket is shared."""
+def routes(
+    limits: flow.IngestLimits, rates: IngestRateLimiter, max_body_bytes: int, body_timeout_seconds: float
+) -> list[BaseRoute]:
+    """POST /batch with the values it uses; `rates` is the one /ws uses, so a token's bucket is shared.
+
+    `body_timeout_seconds` bounds reading the body, as the request head is bounded
+    (HANDSHAKE_TIMEOUT_SECONDS): a client that trickles a body cannot hold a request open.
+    """
 
     async def endpoint(request: Request) -> Response:
         services: Services = request.app.state.services
         if services.drain.draining:
             message = "The server is shutting down; send the batch again (to another instance)."
-            return error_response(503, ErrorCode.UNAVAILABLE, message, {"Retry-After": str(_UNAVAILABLE_RETRY_SECONDS)})
+            return _response(await flow.answer(Rejection(_NUMBER, None, ErrorCode.UNAVAILABLE, message), services.rejected, None))
         unknown = flow.unknown_parameter([name for name, _ in request.query_params.multi_items()], "/batch")
         if unknown is not None:
             return error_response(400, *unknown)
@@ -91,9 +98,13 @@ def routes(limits: flow.IngestLimits, rates: IngestRateLimiter, max_body_bytes: 
         if media_type and media_type not in _MEDIA_TYPES:
             return _unsupported(content_type)
         try:
-            body = await _read_body(request, max_body_bytes)
+            async with asyncio.timeout(body_timeout_seconds):
+                body = await _read_body(request, max_body_bytes)
         except ClientDisconnect:  # the client left mid-body: nothing to store, nobody to answer
             return Response(status_code=400)
+        except TimeoutError:
+            message = f"The body did not arrive within {body_timeout_seconds:g} s; nothing was stored."
+            return error_response(408, ErrorCode.REQUEST_TIMEOUT, message, {"Connection": "close"})
         pending: flow.Submitted | Rejection
         if body is None:
             message = f"The body is over {max_body_bytes} bytes (MAX_FRAME_BYTES); send fewer events per batch."

@@ -615,6 +615,7 @@ def _batch_paths(ingest_secured: bool) -> dict[str, Any]:
             },
             "401": _error("No ingest token, or not a valid one (only when INGEST_TOKENS is set)"),
             "403": _error("A browser Origin that ALLOWED_ORIGINS does not list"),
+            "408": _error("request_timeout: the body did not arrive within HANDSHAKE_TIMEOUT_SECONDS"),
             "413": _json("ERROR too_large: more events than MAX_BATCH_EVENTS, or a body over MAX_FRAME_BYTES", "BatchError"),
             "415": _error("A Content-Type other than application/json or text/plain"),
             "429": {**_json("ERROR rate_limited (retry_after_ms)", "BatchError"), "headers": _RETRY_AFTER},

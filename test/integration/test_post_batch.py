@@ -23,6 +23,7 @@ import pytest
 from test.conftest import StartService
 from test.support.clients import Uploader, event, new_session
 from test.support.postgres import StandalonePostgres
+from test.support.raw import open_tcp
 from test.support.service import Service
 
 TS = 1_700_000_000_000
@@ -257,6 +258,14 @@ async def test_cors_preflight_and_origins(start_service: StartService) -> None:
     status, headers, answer = await post(svc, frame(session, 2), headers={**beacon, "Origin": "https://evil.example"})
     assert (status, answer["error"]) == (403, "forbidden_origin")
     assert "Access-Control-Allow-Origin" not in headers
+    # A preflight from an unlisted origin is the same refusal, in the JSON of every error.
+    refused = {**preflight, "Origin": "https://evil.example"}
+    async with aiohttp.ClientSession() as http, http.options(f"{svc.url}/batch", headers=refused) as r:
+        assert (r.status, (await r.json())["error"]) == (403, "forbidden_origin")
+        assert "Access-Control-Allow-Origin" not in r.headers
+    odd = {**preflight, "Access-Control-Request-Method": "DELETE"}
+    async with aiohttp.ClientSession() as http, http.options(f"{svc.url}/batch", headers=odd) as r:
+        assert (r.status, (await r.json())["error"]) == (400, "invalid_preflight")
     # A request from the service's own pages, or with no Origin at all, needs no listing.
     assert (await post(svc, frame(session, 1, tag="own"), headers={"Origin": svc.url}))[0] == 200
     conn = await asyncpg.connect(svc.database_url)
@@ -287,5 +296,27 @@ async def test_a_batch_while_the_database_is_down_is_503_and_nothing_is_lost(
     conn = await asyncpg.connect(svc.database_url)
     try:
         assert await stored(conn, session) == 4
+    finally:
+        await conn.close()
+
+
+async def test_a_body_that_trickles_is_408_and_stores_nothing(start_service: StartService) -> None:
+    svc = await start_service(env={"HANDSHAKE_TIMEOUT_SECONDS": "1"})
+    session = new_session()
+    body = frame(session, 1).encode()
+    reader, writer = await open_tcp(svc.port)
+    try:
+        head = f"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body[:10])  # and then nothing more
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(65536), timeout=15)
+    finally:
+        writer.close()
+    status_line, _, rest = answer.decode().partition("\r\n")
+    assert status_line.split()[1] == "408", answer
+    assert json.loads(rest.split("\r\n\r\n", 1)[1])["error"] == "request_timeout"
+    conn = await asyncpg.connect(svc.database_url)
+    try:
+        assert await stored(conn, session) == 0
     finally:
         await conn.close()

@@ -362,11 +362,14 @@ _PARTS = r"""async () => {
   const m = await import(document.body.dataset.sdk);
   const out = {};
   const rule = (name, data) => { const r = m.checkEvent(name, data); return r && r.details[0].field; };
+  // The data object is level 1, as the server counts (MAX_DATA_DEPTH, 64 by default).
+  const nest = (levels) => { let v = {}; for (let i = 1; i < levels; i++) v = { a: v }; return v; };
   out.rules = [
     rule("a", { ok: 1 }), rule("", undefined), rule("x".repeat(255), undefined), rule("x".repeat(256), undefined),
     rule("\u{1F600}".repeat(255), undefined), rule("a\u0000", undefined), rule("\uD800", undefined),
     rule("a", []), rule("a", new Date()), rule("a", { s: "\u0000" }), rule("a", { ["k\uDC00"]: 1 }),
     rule("a", { n: NaN }), rule("a", { s: "x".repeat(16376) }), rule("a", { s: "x".repeat(16377) }),
+    rule("a", nest(64)), rule("a", nest(65)),
   ];
   const store = m.openStorage("memory");
   const q = new m.BatchQueue("s1", store);
@@ -407,7 +410,7 @@ async def test_the_pure_parts_alone(shop_service: tuple[Shop, Service], context:
     out = await page.evaluate(_PARTS)
     # {"s":"…"} is 8 bytes around the string: 16,376 x's make exactly 16 KiB, one more is over.
     names, data = [None, "name", None, "name", None, "name", "name"], ["data"] * 5 + [None, "data"]
-    assert out["rules"] == names + data
+    assert out["rules"] == names + data + [None, "data"]
     ids, events, other = out["reloaded"]
     assert ids == out["ids"] and events == 3 and other == 0  # in seal order, per session
     assert out["frame"]["batch_id"] == out["ids"][1] and len(out["frame"]["events"]) == 2

@@ -209,8 +209,8 @@ async def test_cors_preflight(secured: Service) -> None:
     assert status == 200
     assert headers["access-control-allow-origin"] == ORIGIN
     assert "authorization" in headers["access-control-allow-headers"].lower()
-    status, headers, _ = await get(secured.url + "/sessions", {**preflight, "Origin": EVIL}, method="OPTIONS")
-    assert status == 400
+    status, headers, body = await get(secured.url + "/sessions", {**preflight, "Origin": EVIL}, method="OPTIONS")
+    assert status == 403 and json.loads(body)["error"] == "forbidden_origin"  # JSON, like every other error
     assert "access-control-allow-origin" not in {k.lower() for k in headers}
 
 

@@ -38,6 +38,7 @@ export interface UploaderOptions {
   beaconQuotaBytes?: number;
   maxNameChars?: number;
   maxDataBytes?: number;
+  maxDataDepth?: number;
 }
 
 export interface Uploader {

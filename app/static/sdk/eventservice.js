@@ -23,6 +23,7 @@ export const DEFAULTS = Object.freeze({
   beaconQuotaBytes: 60000, // the browser allows ~64 KB of beacons in flight
   maxNameChars: 255, // the server's rules, checked before an event costs its neighbours
   maxDataBytes: 16384,
+  maxDataDepth: 64, // nesting levels, the data object itself being level 1
 });
 
 const PREFIX = "eventservice:b:"; // localStorage key: PREFIX + session + ":" + seq + ":" + count + ":" + batch_id
@@ -86,7 +87,23 @@ export function checkEvent(name, data, opts = DEFAULTS) {
   if (problem) return bad("data", problem);
   const bytes = UTF8.encode(json).length;
   if (bytes > opts.maxDataBytes) return bad("data", `is ${bytes} bytes as JSON, at most ${opts.maxDataBytes}`);
+  const depth = dataDepth(JSON.parse(json));
+  if (depth > opts.maxDataDepth) return bad("data", `is nested ${depth} levels deep, at most ${opts.maxDataDepth}`);
   return null;
+}
+
+/** Nesting depth of a JSON value, counted like the server (iterative: no stack to exhaust). */
+function dataDepth(value) {
+  let deepest = 0;
+  const stack = [[value, 1]];
+  while (stack.length) {
+    const [node, level] = stack.pop();
+    if (node !== null && typeof node === "object") {
+      deepest = Math.max(deepest, level);
+      for (const child of Array.isArray(node) ? node : Object.values(node)) stack.push([child, level + 1]);
+    }
+  }
+  return deepest;
 }
 
 /** Where sealed batches wait: localStorage (survives the page) or a Map (lives with it). */
