@@ -17,6 +17,19 @@ from .sse import GRACE, SseClients
 from .wsload import acquire, session_ids
 
 
+def _cpu_columns(m: dict[str, float | None], deliveries: int) -> dict[str, object]:
+    """The CPU columns every fan-out row carries, and the server's CPU per delivery."""
+    server = m.get("server")
+    return {
+        "server CPU s": server,
+        "PG CPU s": m.get("db"),
+        "client CPU s": m.get("client"),
+        "other CPU s": m.get("other"),
+        "disturbed": disturbed(m),
+        "server µs/delivery": server / deliveries * 1e6 if server is not None and deliveries else None,
+    }
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=1000, help="SSE clients (default 1000; 10000 works)")
     p.add_argument("--rates", default="20", help="comma-separated writer rates, events/s, one step each (default 20)")
@@ -157,14 +170,7 @@ async def run_bursts(args: argparse.Namespace, svc: Service, db: Database, clien
                 "delivered %": 100.0 * got.deliveries / expected if expected else None,
                 "p50 ms": p50,
                 "p99 ms": p99,
-                "server CPU s": m.get("server"),
-                "PG CPU s": m.get("db"),
-                "client CPU s": m.get("client"),
-                "other CPU s": m.get("other"),
-                "disturbed": disturbed(m),
-                "server µs/delivery": (m["server"] / got.deliveries * 1e6)
-                if m.get("server") is not None and got.deliveries
-                else None,
+                **_cpu_columns(m, got.deliveries),
                 "dropped/reset": f"{got.ended}/{got.resets}",
                 "errors": w.errors,
             }
@@ -248,14 +254,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                         "delivered %": 100.0 * got.deliveries / expected if expected else None,
                         "p50 ms": p50,
                         "p99 ms": p99,
-                        "server CPU s": m.get("server"),
-                        "PG CPU s": m.get("db"),
-                        "client CPU s": m.get("client"),
-                        "other CPU s": m.get("other"),
-                        "disturbed": disturbed(m),
-                        "server µs/delivery": (m["server"] / got.deliveries * 1e6)
-                        if m.get("server") is not None and got.deliveries
-                        else None,
+                        **_cpu_columns(m, got.deliveries),
                         "server RSS MiB": mib(svc.tree.rss_bytes()),
                         "dropped/reset": f"{got.ended}/{got.resets}",
                         "errors": w.errors,
