@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     # Workers (and the factory in this process) read settings from the environment.
     os.environ.update(settings_to_environ(settings))
     shown = f"[{settings.host}]" if ":" in settings.host else settings.host
-    log.info(f"listening on http://{shown}:{settings.port}", extra={"workers": settings.workers})
+    log.info(f"starting on http://{shown}:{settings.port} (ready follows)", extra={"workers": settings.workers})
     if settings.workers > 1:
         Multiprocess(config, sockets=[sock]).run()
         return 0
