@@ -129,7 +129,7 @@ async def test_ready_is_logged_once_the_port_listens(postgres: TestPostgres) -> 
     try:
         logs = svc.logs()
         assert logs.count(" ready ") == 1, logs
-        assert logs.index(" listening ") < logs.index(" ready ")
+        assert logs.index(" starting on ") < logs.index(" ready ")
         assert "address already in use" not in logs
     finally:
         assert svc.stop() == 0
