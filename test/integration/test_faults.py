@@ -23,7 +23,7 @@ import pytest
 
 from app.store import db
 from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
-from test.support.invariants import Follower, Ledger, check, upload_until
+from test.support.invariants import run_load
 from test.support.postgres import StandalonePostgres
 from test.support.proxy import FaultProxy
 from test.support.service import Service
@@ -41,10 +41,6 @@ def proxied_postgres(standalone_postgres: StandalonePostgres) -> Iterator[tuple[
         yield standalone_postgres, proxy
     finally:
         proxy.close()
-
-
-async def _head(conn: asyncpg.Connection) -> int:
-    return await conn.fetchval("SELECT coalesce(max(position), (SELECT base - 1 FROM stream_meta)) FROM events")
 
 
 async def _until(predicate, timeout: float, what: str, every: float = 0.05):  # type: ignore[no-untyped-def]
@@ -186,50 +182,6 @@ async def test_commit_whose_answer_is_lost_is_resolved_and_acked_once(
 # --- the load tests: exactly once and no gap, with one checker ----------------------------
 
 
-async def _run_load(
-    services: list[Service],
-    url: str,
-    inject,  # type: ignore[no-untyped-def]
-    *,
-    uploaders: int = 5,
-    seconds: float = 6.0,
-) -> dict[str, object]:
-    """Uploaders and followers (two per process, one of them resuming every 97 rows) around inject()."""
-    rng = random.Random(9)
-    conn = await asyncpg.connect(url)
-    try:
-        since = await _head(conn)
-    finally:
-        await conn.close()
-    ledger = Ledger()
-    stop, done = asyncio.Event(), asyncio.Event()
-    followers = [Follower(svc, since, resume_every=every) for svc in services for every in (0, 97)]
-    target: list[int] = []
-    upload_tasks = [
-        asyncio.create_task(upload_until(ledger, services, stop, i, random.Random(rng.random()))) for i in range(uploaders)
-    ]
-    follow_tasks = [asyncio.create_task(f.run(done, target)) for f in followers]
-    try:
-        await inject(seconds)
-        stop.set()
-        async with asyncio.timeout(60):
-            await asyncio.gather(*upload_tasks)
-        conn = await asyncpg.connect(url)
-        target.append(await _head(conn))
-        done.set()
-        async with asyncio.timeout(60):
-            await asyncio.gather(*follow_tasks)
-    finally:
-        for task in upload_tasks + follow_tasks:
-            task.cancel()
-    try:
-        summary = await check(conn, ledger, followers, services, since)
-    finally:
-        await conn.close()
-    assert summary["acked"] and summary["rows"], summary
-    return summary
-
-
 async def test_writer_and_hub_backends_terminated_under_load_exactly_once_no_gap(
     service: Service, start_service, sql: asyncpg.Connection
 ) -> None:
@@ -247,7 +199,7 @@ async def test_writer_and_hub_backends_terminated_under_load_exactly_once_no_gap
             )
 
     assert service.database_url is not None
-    summary = await _run_load([service, second], service.database_url, inject)
+    summary = await run_load([service, second], service.database_url, inject)
     assert killed >= 30, killed
     assert summary["errored"].get("unavailable", 0) >= 1, summary  # type: ignore[union-attr]
 
@@ -265,7 +217,7 @@ async def test_app_killed_and_restarted_under_load_exactly_once_no_gap(
         await asyncio.sleep(seconds * 2 / 3)
 
     assert service.database_url is not None
-    summary = await _run_load([service, victim], service.database_url, inject)
+    summary = await run_load([service, victim], service.database_url, inject)
     assert summary["errored"].get("connection_lost", 0) >= 1, summary  # type: ignore[union-attr]
 
 
@@ -287,7 +239,7 @@ async def test_postgres_stopped_or_crashed_under_load_loses_no_acked_batch_and_n
         await asyncio.to_thread(standalone_postgres.start)
         await asyncio.sleep(seconds / 2)
 
-    await _run_load([svc], standalone_postgres.url, inject)
+    await run_load([svc], standalone_postgres.url, inject)
     log = (standalone_postgres.root / "log").read_text()
     if how == "immediate":
         # The crash really happened under the load: PostgreSQL had to recover.

@@ -21,6 +21,7 @@ import json
 import random
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -245,3 +246,52 @@ async def check(
         "reconnects": sum(f.reconnects for f in followers),
         "resets": sum(len(f.resets) for f in followers),
     }
+
+
+async def head(conn: asyncpg.Connection) -> int:
+    """The newest position, or the one before the first when there is none."""
+    return await conn.fetchval("SELECT coalesce(max(position), (SELECT base - 1 FROM stream_meta)) FROM events")
+
+
+async def run_load(
+    services: list[Service],
+    url: str,
+    inject: Callable[[float], Awaitable[None]],
+    *,
+    uploaders: int = 5,
+    seconds: float = 6.0,
+) -> dict[str, object]:
+    """Uploaders and followers (two per process, one of them resuming every 97 rows) around inject()."""
+    rng = random.Random(9)
+    conn = await asyncpg.connect(url)
+    try:
+        since = await head(conn)
+    finally:
+        await conn.close()
+    ledger = Ledger()
+    stop, done = asyncio.Event(), asyncio.Event()
+    followers = [Follower(svc, since, resume_every=every) for svc in services for every in (0, 97)]
+    target: list[int] = []
+    upload_tasks = [
+        asyncio.create_task(upload_until(ledger, services, stop, i, random.Random(rng.random()))) for i in range(uploaders)
+    ]
+    follow_tasks = [asyncio.create_task(f.run(done, target)) for f in followers]
+    try:
+        await inject(seconds)
+        stop.set()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*upload_tasks)
+        conn = await asyncpg.connect(url)
+        target.append(await head(conn))
+        done.set()
+        async with asyncio.timeout(60):
+            await asyncio.gather(*follow_tasks)
+    finally:
+        for task in upload_tasks + follow_tasks:
+            task.cancel()
+    try:
+        summary = await check(conn, ledger, followers, services, since)
+    finally:
+        await conn.close()
+    assert summary["acked"] and summary["rows"], summary
+    return summary
