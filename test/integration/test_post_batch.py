@@ -23,7 +23,7 @@ import pytest
 from test.conftest import StartService
 from test.support.clients import Uploader, event, new_session
 from test.support.postgres import StandalonePostgres
-from test.support.raw import open_tcp
+from test.support.raw import open_tcp, read_response
 from test.support.service import Service
 
 TS = 1_700_000_000_000
@@ -309,12 +309,11 @@ async def test_a_body_that_trickles_is_408_and_stores_nothing(start_service: Sta
         head = f"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         writer.write(head.encode() + body[:10])  # and then nothing more
         await writer.drain()
-        answer = await asyncio.wait_for(reader.read(65536), timeout=15)
+        status_line, _headers, answer = await read_response(reader, timeout=15)
     finally:
         writer.close()
-    status_line, _, rest = answer.decode().partition("\r\n")
-    assert status_line.split()[1] == "408", answer
-    assert json.loads(rest.split("\r\n\r\n", 1)[1])["error"] == "request_timeout"
+    assert status_line.split()[1] == "408", status_line
+    assert json.loads(answer)["error"] == "request_timeout"
     conn = await asyncpg.connect(svc.database_url)
     try:
         assert await stored(conn, session) == 0

@@ -27,6 +27,18 @@ async def open_tcp(port: int, host: str = "127.0.0.1") -> tuple[asyncio.StreamRe
     return await asyncio.open_connection(host, port)
 
 
+async def read_response(reader: asyncio.StreamReader, timeout: float) -> tuple[str, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: (status line, headers, body).
+
+    Head and body may arrive in separate segments: one read() is not a response."""
+    async with asyncio.timeout(timeout):
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        status_line, *lines = head.rstrip("\r\n").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status_line, headers, body
+
+
 async def closed_by_peer(reader: asyncio.StreamReader, timeout: float) -> bool:
     """True when the server closes the connection (EOF or reset) within `timeout` seconds."""
     try:
