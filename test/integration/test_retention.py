@@ -7,6 +7,7 @@ of that and checks run five times a second; every wait polls with a deadline.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +16,7 @@ import asyncpg
 
 from test.conftest import StartService
 from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
+from test.support.invariants import run_load
 from test.support.postgres import TestPostgres as Cluster
 from test.support.service import Service
 
@@ -319,3 +321,114 @@ async def _none_removing(sql: asyncpg.Connection) -> bool:
 
 async def _removed_since(sql: asyncpg.Connection, before: object) -> bool:
     return bool(await sql.fetchval("SELECT last_removal_at > $1 FROM retention_state", before))
+
+
+# --- the real faults: kill -9 of the service and a database crash, each in the middle of a removal ---
+# A day's window, so that nothing the load writes is ever due; the one piece due is
+# made so by moving its closing time back (what the service reads to decide), and a
+# reader's open transaction holds its DETACH ... CONCURRENTLY in the second step,
+# where a real removal of a big piece spends its time: the fault lands mid-removal
+# by construction, not by timing.
+LONG_RETENTION = ("--retention-days", "1", "--retention-check-seconds", "0.2")
+_PENDING = "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)"
+_DETACHING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'ALTER TABLE events DETACH PARTITION %' AND wait_event_type = 'Lock'"
+)
+
+
+async def _old_piece_mid_removal(svc: Service, sql: asyncpg.Connection, reader: asyncpg.Connection) -> tuple[str, str, int]:
+    """Entries in a piece that is due, and its removal started and held: (piece, session, first position).
+
+    The reader's transaction must be open (and have read events) before the detach starts."""
+    old = new_session()
+    assert (
+        await upload(svc.ws_url, old, [{"type": "SESSION_START", "timestamp": TS}] + [event("old", TS + i) for i in range(500)])
+    )[0]["accepted"] == 501
+    first = int(await sql.fetchval("SELECT min(position) FROM events WHERE session_id = $1", old))
+    await sql.execute("SELECT retention_roll()")
+    piece = str(await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1"))
+    await _until(lambda: _folded(sql))
+    await reader.execute("BEGIN")
+    await reader.fetchval("SELECT count(*) FROM events")
+    await sql.execute("UPDATE retention_pieces SET closed_at = closed_at - interval '2 days' WHERE name = $1", piece)
+    await _until(lambda: _true(sql.fetchval(_PENDING, piece)))
+    await _until(lambda: _true(sql.fetchval(_DETACHING)))
+    # Held: the piece is out of events' view (as a pending detach is) but still holds every entry.
+    assert await _count(sql, old) == 0
+    assert await sql.fetchval(f"SELECT count(*) FROM {piece}") == 501
+    return piece, old, first
+
+
+async def _finished(sql: asyncpg.Connection, svc: Service, piece: str, old: str, first: int) -> None:
+    """The held removal completed, its entries are gone, and a resume from one of them is reset."""
+    await _until(lambda: _gone(sql, piece))
+    assert await _count(sql, old) == 0
+    assert await _none_removing(sql)
+    assert await sql.fetchval("SELECT last_removal_rows FROM retention_state") == 501
+    async with await SSEReader.open(svc.url, "", headers={"Last-Event-ID": str(first)}) as resumed:
+        reset = await resumed.next()
+    assert reset.event == "reset" and reset.json["reason"] == "removed"
+
+
+async def test_the_service_killed_with_sigkill_in_the_middle_of_a_removal(start_service: StartService, postgres: Cluster) -> None:
+    url = await postgres.create_database("retention_sigkill")
+    victim = await start_service(*LONG_RETENTION, database_url=url)
+    steady = await start_service(database_url=url)  # no retention: keeps ingesting while the victim is down
+    sql, reader = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        piece, old, first = await _old_piece_mid_removal(victim, sql, reader)
+
+        async def inject(seconds: float) -> None:
+            await asyncio.sleep(seconds / 3)
+            victim.signal(signal.SIGKILL)
+            assert victim.wait(timeout=10) == -signal.SIGKILL
+            # The killed process's detach is still pending (its backend waits for the reader).
+            assert await sql.fetchval(_PENDING, piece) is True
+            await asyncio.to_thread(victim.start)
+            await asyncio.sleep(seconds / 3)
+            await reader.execute("COMMIT")  # the forgotten reader goes; the removal can end
+            await _until(lambda: _gone(sql, piece))
+            await asyncio.sleep(seconds / 3)
+
+        # Every ACKed batch stored once, every follower (of both processes) gapless or reset.
+        summary = await run_load([victim, steady], url, inject)
+        assert summary["errored"].get("connection_lost", 0) >= 1, summary  # type: ignore[union-attr]
+        await _finished(sql, victim, piece, old, first)
+        # The restarted process removes what is due next, with no failed check.
+        await sql.execute("SELECT retention_roll()")
+        due = str(await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1"))
+        await _until(lambda: _folded(sql))
+        await sql.execute("UPDATE retention_pieces SET closed_at = closed_at - interval '2 days' WHERE name = $1", due)
+        await _until(lambda: _gone(sql, due))
+    finally:
+        await reader.close()
+        await sql.close()
+
+
+async def test_the_database_crashing_in_the_middle_of_a_removal(start_service: StartService, standalone_postgres: object) -> None:
+    from test.support.postgres import StandalonePostgres
+
+    assert isinstance(standalone_postgres, StandalonePostgres)
+    url = standalone_postgres.url
+    svc = await start_service(*LONG_RETENTION, database_url=url)
+    sql, reader = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        piece, old, first = await _old_piece_mid_removal(svc, sql, reader)
+        await sql.close()
+
+        async def inject(seconds: float) -> None:
+            await asyncio.sleep(seconds / 2)
+            await asyncio.to_thread(standalone_postgres.crash)  # the reader and the detaching backend die with it
+            await asyncio.to_thread(standalone_postgres.start)
+            await asyncio.sleep(seconds / 2)
+
+        summary = await run_load([svc], url, inject)
+        assert "not properly shut down" in (standalone_postgres.root / "log").read_text()
+        assert summary["acked"], summary
+        sql = await asyncpg.connect(url)
+        # The crash left the detach pending; the service's next check finalizes it and drops the piece.
+        await _finished(sql, svc, piece, old, first)
+        assert "retention removed piece " + piece in svc.logs()
+    finally:
+        reader.terminate()
+        await sql.close()
