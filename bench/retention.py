@@ -1,8 +1,10 @@
 """``python -m bench retention``: steady ingest over several retention windows.
 
 Prints the database size at the end of each window (flat after the first), the
-longest gap between ACKs and the ACK p99 while a piece is being removed against
-the rest of the time, and each removal's time against its row count.
+longest gap between ACKs, the ACK p50/p99 of the batches in flight while a piece
+was being removed against all the others (the goal: within 1.2x), and each
+removal's time against its row count. Several connections, so that every removal
+has batches in flight (one connection at 20 batches/s left ~40 samples in a run).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from datetime import datetime
 import aiohttp
 import asyncpg
 
-from .service import Database, service
+from .report import disturbed, fmt
+from .service import Database, Meter, service
 
 _REMOVED = re.compile(r"^(\S+) .*retention removed piece (\S+): (\d+) entries, (\d+) bytes, in ([0-9.]+) ms")
 
@@ -27,30 +30,24 @@ _REMOVED = re.compile(r"^(\S+) .*retention removed piece (\S+): (\d+) entries, (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=float, default=20.0, help="retention window in seconds (default 20)")
     p.add_argument("--windows", type=int, default=5, help="windows of steady ingest (default 5)")
-    p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
-    p.add_argument("--batch", type=int, default=100, help="events per batch (default 100)")
+    p.add_argument("--rate", type=float, default=4000.0, help="events per second, all connections together (default 4000)")
+    p.add_argument("--batch", type=int, default=20, help="events per batch (default 20)")
+    p.add_argument("--connections", type=int, default=8, help="WebSocket uploaders, each at rate / connections (default 8)")
 
 
-def _p99(values: list[float]) -> float | None:
+def _percentile(values: list[float], p: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[max(0, int(len(ordered) * 0.99 + 0.999999) - 1)]
+    return ordered[max(0, int(len(ordered) * p / 100 + 0.999999) - 1)]
 
 
-async def main(args: argparse.Namespace, db: Database) -> None:
-    days = args.window / 86_400
-    extra = ["--retention-days", f"{days:.10f}", "--retention-check-seconds", str(max(args.window / 20, 0.2))]
-    extra += ["--log-level", "info", *args.server_arg]
-    acks: list[tuple[float, float]] = []  # (wall time of the ACK, latency s)
-    sizes: list[tuple[int, int, int]] = []
-    async with service(db, extra_args=extra) as svc, aiohttp.ClientSession() as http:
-        sql = await asyncpg.connect(db.url)
-        ws = await http.ws_connect(f"{svc.ws}/ws")
-        pause = args.batch / args.rate
-        end = time.monotonic() + args.window * args.windows
-        next_sample = time.monotonic() + args.window
-        window = 0
+async def _upload(
+    http: aiohttp.ClientSession, url: str, args: argparse.Namespace, end: float, acks: list[tuple[float, float]]
+) -> None:
+    """One uploader at rate / connections: (wall time sent, wall time ACKed) per batch."""
+    pause = args.batch * args.connections / args.rate
+    async with http.ws_connect(url) as ws:
         while time.monotonic() < end:
             started = time.monotonic()
             session = str(uuid.uuid4())
@@ -58,19 +55,43 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             batch = [
                 {"type": "EVENT", "timestamp": now_ms, "name": f"n{i % 10}", "session_id": session} for i in range(args.batch)
             ]
+            sent = time.time()
             await ws.send_str(json.dumps(batch))
             answer = json.loads((await ws.receive(timeout=30)).data)
             assert answer["type"] == "ACK", answer
-            acks.append((time.time(), time.monotonic() - started))
-            if time.monotonic() >= next_sample:
-                window += 1
-                size = int(await sql.fetchval("SELECT pg_database_size(current_database())"))
-                rows = int(await sql.fetchval("SELECT count(*) FROM events"))
-                sizes.append((window, size, rows))
-                next_sample += args.window
+            acks.append((sent, time.time()))
             await asyncio.sleep(max(0.0, pause - (time.monotonic() - started)))
-        await ws.close()
+
+
+async def _sample_sizes(db_url: str, window: float, end: float, sizes: list[tuple[int, int, int]]) -> None:
+    sql = await asyncpg.connect(db_url)
+    try:
+        for n in itertools.count(1):
+            await asyncio.sleep(min(window, max(0.0, end - time.monotonic())))
+            size = int(await sql.fetchval("SELECT pg_database_size(current_database())"))
+            rows = int(await sql.fetchval("SELECT count(*) FROM events"))
+            sizes.append((n, size, rows))
+            if time.monotonic() >= end - 0.5:
+                return
+    finally:
         await sql.close()
+
+
+async def main(args: argparse.Namespace, db: Database) -> None:
+    days = args.window / 86_400
+    extra = ["--retention-days", f"{days:.10f}", "--retention-check-seconds", str(max(args.window / 20, 0.2))]
+    extra += ["--log-level", "info", *args.server_arg]
+    acks: list[tuple[float, float]] = []  # (wall time sent, wall time ACKed)
+    sizes: list[tuple[int, int, int]] = []
+    async with service(db, extra_args=extra) as svc, aiohttp.ClientSession() as http:
+        meter = Meter(svc.tree, db.tree)
+        meter.start()
+        end = time.monotonic() + args.window * args.windows
+        await asyncio.gather(
+            _sample_sizes(db.url, args.window, end, sizes),
+            *(_upload(http, f"{svc.ws}/ws", args, end, acks) for _ in range(args.connections)),
+        )
+        measured = meter.stop()
         log = svc.log_path.read_text(errors="replace")
     removals = []
     for line in log.splitlines():
@@ -78,18 +99,37 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         if m:
             at = datetime.fromisoformat(m[1].replace("Z", "+00:00")).timestamp()
             removals.append((at - float(m[5]) / 1000, at, m[2], int(m[3]), float(m[5])))
-    during = [lat for t, lat in acks if any(a - 0.05 <= t <= b + 0.05 for a, b, *_ in removals)]
-    outside = [lat for t, lat in acks if not any(a - 0.05 <= t <= b + 0.05 for a, b, *_ in removals)]
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(acks)]
-    print(f"## retention: window {args.window:g} s x {args.windows}, {args.rate:g} events/s in batches of {args.batch}")
+    # An ACK is "during a removal" when its batch was in flight at any moment of one.
+    during = [b - a for a, b in acks if any(a <= end_ and b >= start for start, end_, *_ in removals)]
+    outside = [b - a for a, b in acks if not any(a <= end_ and b >= start for start, end_, *_ in removals)]
+    answered = sorted(b for _, b in acks)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(answered)]
+    pace = args.batch * args.connections / args.rate
+    print(
+        f"## retention: window {args.window:g} s x {args.windows}, {args.rate:g} events/s in batches of {args.batch} "
+        f"over {args.connections} connections"
+    )
+    print(
+        f"\ndisturbed: {fmt(disturbed(measured))}; server {fmt(measured.get('server'))} and PostgreSQL "
+        f"{fmt(measured.get('db'))} CPU s over {fmt(measured.get('wall'))} s"
+    )
     print("\n| window | database size (MiB) | entries retained |\n|---|---|---|")
     for n, size, rows in sizes:
         print(f"| {n} | {size / 2**20:.1f} | {rows:,} |")
-    p99_in, p99_out = _p99(during), _p99(outside)
-    print("\n| ACKs | count | p99 (ms) |\n|---|---|---|")
-    print(f"| during a removal | {len(during)} | {p99_in * 1000:.1f} |" if p99_in is not None else "| during a removal | 0 | - |")
-    print(f"| otherwise | {len(outside)} | {p99_out * 1000:.1f} |" if p99_out is not None else "| otherwise | 0 | - |")
-    print(f"\nlongest gap between two ACKs: {max(gaps, default=0) * 1000:.1f} ms (the pace is {pause * 1000:.0f} ms)")
+    print("\n| ACKs | count | p50 (ms) | p99 (ms) |\n|---|---|---|---|")
+    for label, values in (("in flight during a removal", during), ("otherwise", outside)):
+        p50, p99 = _percentile(values, 50), _percentile(values, 99)
+        if p50 is None or p99 is None:
+            print(f"| {label} | 0 | - | - |")
+        else:
+            print(f"| {label} | {len(values)} | {p50 * 1000:.1f} | {p99 * 1000:.1f} |")
+    p99_in, p99_out = _percentile(during, 99), _percentile(outside, 99)
+    if p99_in is not None and p99_out:
+        print(f"\nACK p99 during a removal / otherwise: {p99_in / p99_out:.2f}x (goal: within 1.2x)")
+    print(
+        f"longest gap between two ACKs of the {args.connections} connections: {max(gaps, default=0) * 1000:.1f} ms "
+        f"(each connection's pace is {pace * 1000:.0f} ms)"
+    )
     print("\n| piece | entries | removal (ms) |\n|---|---|---|")
     for _, _, name, rows, ms in removals:
         print(f"| {name} | {rows:,} | {ms:.1f} |")
