@@ -5,11 +5,15 @@ cap must count WebSockets and SSE streams together (they compete for the same
 file descriptors and memory), and a refusal must cost nothing (no database, no
 hub subscription).
 
-- Cap: at most MAX_CONNECTIONS concurrent `/ws` + `/database_events` per process.
-  The next WebSocket is accepted and closed at once with 1013 "try again later"
-  and a reason (a browser's WebSocket API cannot see an HTTP status, but it does
-  see a close code); the next SSE request gets a 503 JSON error with Retry-After.
-  Open connections are never touched.
+- Cap: at most MAX_CONNECTIONS concurrent `/ws` + `/database_events` + `POST /batch`
+  requests per process. A batch request counts while its body is read and its
+  batch committed: a body can take up to HANDSHAKE_TIMEOUT_SECONDS to arrive and
+  holds up to MAX_FRAME_BYTES, so a flood of slow bodies is bounded like a flood of
+  idle sockets. The next WebSocket is accepted and closed at once with 1013 "try
+  again later" and a reason (a browser's WebSocket API cannot see an HTTP status,
+  but it does see a close code); the next SSE or batch request gets a 503 JSON
+  error with Retry-After (the uploaders resend on it). Open connections are never
+  touched.
 - Idle: a WebSocket that sends no frame for IDLE_TIMEOUT_SECONDS is closed with
   1001 and the reason "idle timeout". The route sees the end as a disconnect, so
   it stops reading, still sends the answers of frames it already received, and
@@ -37,15 +41,15 @@ from app.errors import error_response
 
 log = logging.getLogger("eventservice.limits")
 
-STREAM_PATHS = frozenset({"/ws", "/database_events"})
+COUNTED_PATHS = frozenset({"/ws", "/database_events", "/batch"})
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_GOING_AWAY = 1001
-MAX_CONNECTIONS = 20_000  # per process, /ws and /database_events together
+MAX_CONNECTIONS = 20_000  # per process, /ws, /database_events and POST /batch together
 IDLE_TIMEOUT_SECONDS = 300.0  # without a frame; 0: never
 
 
 class ConnectionLimits:
-    """The ASGI middleware: cap on /ws + /database_events, idle timeout for /ws."""
+    """The ASGI middleware: cap on /ws + /database_events + /batch, idle timeout for /ws."""
 
     def __init__(
         self,
@@ -59,7 +63,7 @@ class ConnectionLimits:
         self.active = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] not in STREAM_PATHS:
+        if scope["type"] not in ("http", "websocket") or scope["path"] not in COUNTED_PATHS:
             await self.app(scope, receive, send)
             return
         if self.active >= self.max_connections:

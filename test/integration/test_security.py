@@ -26,7 +26,7 @@ from test.conftest import StartService
 from test.support import postgres as pg
 from test.support.clients import SSEReader, Uploader, event, new_session
 from test.support.postgres import free_port
-from test.support.raw import closed_by_peer, open_tcp
+from test.support.raw import closed_by_peer, open_tcp, read_response
 from test.support.service import REPO, Service
 
 INGEST = "ingest-" + secrets.token_hex(12)
@@ -290,6 +290,52 @@ async def test_connection_cap_refuses_new_and_spares_existing(start_service: Sta
     finally:
         await first.close()
     assert await metric(svc, 'eventservice_connections_refused_total{reason="capacity"}') >= 2
+
+
+async def test_connection_cap_counts_batch_requests_while_their_bodies_arrive(start_service: StartService) -> None:
+    """A flood of slow POST /batch bodies is bounded like a flood of idle sockets."""
+    svc = await start_service(env={"MAX_CONNECTIONS": "2", "HANDSHAKE_TIMEOUT_SECONDS": "60"})
+    session = new_session()
+    body = json.dumps(batch(session)).encode()
+    head = f"POST /batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    slow = [await open_tcp(svc.port) for _ in range(2)]
+    try:
+        for _, writer in slow:
+            writer.write(head.encode() + body[:5])  # and the rest later
+            await writer.drain()
+
+        async def post() -> tuple[int, CIMultiDict[str], bytes]:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(f"{svc.url}/batch", data=json.dumps(batch(session)), headers={"Content-Type": "application/json"}) as r,
+            ):
+                return r.status, r.headers.copy(), await r.read()
+
+        async def refused() -> tuple[int, CIMultiDict[str], bytes] | None:
+            answer = await post()
+            return answer if answer[0] == 503 else None
+
+        _, headers, refusal = await eventually(refused, what="a third batch request refused")
+        assert json.loads(refusal)["error"] == "over_capacity" and "Retry-After" in headers
+        # A WebSocket counts against the same cap.
+        async with await Uploader.open(svc.ws_url, f"?sessionId={session}") as third:
+            message = await third.ws.receive(timeout=10)
+            assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1013
+        # The slow ones are unharmed: the rest of a body arrives and is ACKed.
+        reader, writer = slow.pop()
+        writer.write(body[5:])
+        await writer.drain()
+        status_line, _, answer = await read_response(reader, timeout=15)
+        writer.close()
+        assert status_line.split()[1] == "200" and json.loads(answer)["type"] == "ACK"
+
+        async def admitted() -> bool:
+            return (await post())[0] == 200
+
+        await eventually(admitted, what="a slot to free")
+    finally:
+        for _, writer in slow:
+            writer.close()
 
 
 # --- timeouts -----------------------------------------------------------------------------
