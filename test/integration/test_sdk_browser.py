@@ -303,6 +303,36 @@ async def test_one_invalid_event_costs_only_itself(shop_service: tuple[Shop, Ser
     await assert_exactly_once(service, run, 30)
 
 
+async def test_a_full_local_storage_is_reported_and_loses_nothing_while_the_page_lives(
+    shop_service: tuple[Shop, Service], context: BrowserContext
+) -> None:
+    shop, service = shop_service
+    page = await open_page(context, shop)
+    await make(page, flushEvents=10)
+    # Fill the origin's localStorage to its quota with someone else's keys.
+    filled = await page.evaluate(
+        """() => {
+          const chunk = 'x'.repeat(256 * 1024);
+          let n = 0;
+          for (;;) {
+            try { localStorage.setItem('other:' + n, chunk); n++; } catch { break; }
+          }
+          for (let k = 0; ; k++) {  // then the last few KiB
+            try { localStorage.setItem('small:' + k, 'x'.repeat(512)); } catch { return n; }
+          }
+        }"""
+    )
+    assert filled > 0
+    run = uuid.uuid4().hex
+    await page.evaluate("(run) => { for (let i = 0; i < 30; i++) window.up.track('full', { run, i }); }", run)
+    await flush(page)
+    errors = await page.evaluate("() => window.errors")
+    assert [e["error"] for e in errors] == ["storage_full"] * 3, errors  # one per sealed batch of 10
+    assert all(e["batch_id"] for e in errors) and "memory" in errors[0]["message"]
+    await assert_exactly_once(service, run, 30)
+    await page.evaluate("() => localStorage.clear()")
+
+
 async def test_flush_resolves_after_the_ack(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:
     shop, service = shop_service
     page = await open_page(context, shop)

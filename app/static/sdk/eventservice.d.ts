@@ -2,7 +2,7 @@
 
 /** What onError receives: an ERROR answer of the server, or a refusal by the library itself. */
 export interface UploaderError {
-  /** `invalid_event`, `queue_full`, `closed`, or a server code (`invalid_batch`, `too_large`, ...). */
+  /** `invalid_event`, `queue_full`, `closed`, `storage_full` (a warning: the batch is still sent), or a server code (`invalid_batch`, `too_large`, ...). */
   error: string;
   message: string;
   details: Array<{ index: number; field: string; message: string }>;

@@ -158,12 +158,13 @@ export class BatchQueue {
     const seq = Date.now() * 1000 + (seqCounter++ % 1000);
     const key = `${PREFIX}${this.sessionId}:${seq}:${events.length}:${id}`;
     const frame = `{"batch_id":"${id}","events":${JSON.stringify(events)}}`;
+    let stored = true;
     try {
       this.store.put(key, frame);
     } catch {
-      // quota exceeded: the batch still waits in memory and is sent as usual
+      stored = false; // quota exceeded: the batch still waits in memory and is sent as usual
     }
-    const batch = { id, key, count: events.length, frame };
+    const batch = { id, key, count: events.length, frame, stored };
     this._push(batch);
     return batch;
   }
@@ -388,7 +389,17 @@ export function createUploader(options = {}) {
     clearTimeout(sealTimer);
     sealTimer = null;
     if (open.length === 0) return;
-    queue.seal(open);
+    const batch = queue.seal(open);
+    if (!batch.stored && store.durable) {
+      onError(
+        refusal(
+          "storage_full",
+          `localStorage refused the batch (quota): its ${batch.count} events are sent as usual but wait in memory only, so closing the page before their ACK can lose them`,
+          [],
+          batch.id,
+        ),
+      );
+    }
     open = [];
     openBytes = 0;
   }
