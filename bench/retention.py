@@ -128,6 +128,9 @@ async def main(args: argparse.Namespace, db: Database) -> None:
     outside = [b - a for a, b in acks if not during_one(a)]
     answered = sorted(b for _, b in acks)
     gaps = [later - earlier for earlier, later in itertools.pairwise(answered)]
+    # The slowest batches, and how far each was sent from the nearest removal: whether
+    # what is slow lines up with removals or with something else (a neighbour, a fold).
+    slowest = sorted(acks, key=lambda ack: ack[0] - ack[1])[:5]
     pace = args.batch * args.connections / args.rate
     print(
         f"## retention: window {args.window:g} s x {args.windows}, {args.rate:g} events/s in batches of {args.batch} "
@@ -154,6 +157,13 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         f"longest gap between two ACKs of the {args.connections} connections: {max(gaps, default=0) * 1000:.1f} ms "
         f"(each connection's pace is {pace * 1000:.0f} ms)"
     )
+    print("\n| slowest batches: ACK (ms) | sent ... ms from the nearest removal (- before it starts, 0 during) |\n|---|---|")
+    for sent, acked in slowest:
+        offsets = [
+            0.0 if start <= sent <= stop else (sent - start if sent < start else sent - stop) for start, stop, *_ in removals
+        ]
+        nearest = min(offsets, key=abs, default=None)
+        print(f"| {(acked - sent) * 1000:.1f} | {'-' if nearest is None else f'{nearest * 1000:+.0f}'} |")
     print("\n| piece | entries | removal (ms) |\n|---|---|---|")
     for _, _, name, rows, ms in removals:
         print(f"| {name} | {rows:,} | {ms:.1f} |")
