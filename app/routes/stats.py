@@ -223,7 +223,7 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
         body["series"] = [
             {"value": orjson.Fragment(label), "points": st.points(starts, counts.get(i, {}))} for i, label in enumerate(labels)
         ]
-    return body
+    return await with_retained_from(conn, body, rng.start)
 
 
 def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -119,6 +119,10 @@ async def test_answers_say_what_retention_removed(start_service: StartService) -
         assert status == 200 and "retained_from" not in later
         status, funnel = await _get(f"{svc.url}/stats/funnel?from=0&to={TS + 10}&step=gone&step=kept")
         assert status == 200 and funnel["retained_from"] == retained_from
+        status, breakdown = await _get(f"{svc.url}/stats/breakdown?from=0&to={TS + 10}&name=gone&key=k")
+        assert status == 200 and breakdown["retained_from"] == retained_from
+        status, later = await _get(f"{svc.url}/stats/breakdown?from={now}&to={now + 1000}&name=kept&key=k")
+        assert status == 200 and "retained_from" not in later
 
         # A resume from a removed position is reset, never a silent gap.
         async with await SSEReader.open(svc.url, "", headers={"Last-Event-ID": first.id or ""}) as resumed:
