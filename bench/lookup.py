@@ -241,6 +241,28 @@ async def _check_same(sides: list[tuple[str, Service]], sids: list[str], events:
     notes.append(f"The {len(sides)} side(s) answered byte-identical, complete trees for the {len(sids)} sessions checked.")
 
 
+async def _explain(conn: asyncpg.Connection, sql: str, *params: object) -> str:
+    plan = orjson.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params))[0]
+    top = plan["Plan"]
+    return (
+        f"{plan['Execution Time']:.2f} ms, {top.get('Shared Hit Blocks', 0):,} buffers hit and "
+        f"{top.get('Shared Read Blocks', 0):,} read"
+    )
+
+
+async def _explained(conn: asyncpg.Connection, sid: str) -> str:
+    """Where PostgreSQL's time goes for one session: its tree encoded from events, and the whole-tree read."""
+    # Imported here: --compare's other side is another checkout, this one is the working tree's.
+    from app.store import queries
+
+    from_events = await _explain(conn, f"SELECT {queries.ENCODED_CHILDREN} FROM sessions s WHERE s.id = $1", sid)
+    whole = await _explain(conn, queries.SESSION_TREE_WHOLE, sid, 2000)
+    return (
+        f"EXPLAIN (ANALYZE, BUFFERS) of one session: encoding it from events {from_events}; "
+        f"the working tree's whole-tree read {whole}."
+    )
+
+
 async def _wait_stored(conn: asyncpg.Connection, svc: Service, db: Database, sessions: int, events: int) -> str:
     """Until the working tree's builder has stored every session's tree; what that cost."""
     meter = Meter(svc.tree, db.tree)
@@ -286,6 +308,7 @@ async def cold_main(args: argparse.Namespace, db: Database) -> None:
                 await conn.execute("VACUUM (ANALYZE) events, sessions")
                 if args.tree_store_after > 0:
                     notes.append(await _wait_stored(conn, new, db, len(sids), args.events))
+                notes.append(await _explained(conn, sids[len(sids) // 2]))
             finally:
                 await conn.close()
             sides: list[tuple[str, Service]] = [("working tree", new)]

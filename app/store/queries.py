@@ -113,7 +113,7 @@ SELECT s.start_ms, s.end_ms, s.event_count, e.position, e.ts, n.name, e.data
 # lookup, which the planner memoizes: once per distinct name, not per EVENT (~0.4 ms
 # of 1,000). Used by the whole-tree read and by the tree store, which must agree
 # byte for byte (test_session_store.py).
-_ENCODED_CHILDREN = """
+ENCODED_CHILDREN = """
          convert_to(coalesce(
            (SELECT string_agg(
                      '{"type":"EVENT","timestamp":' || e.ts || ',"name":' || coalesce(n.json, 'null')
@@ -135,14 +135,14 @@ _STORED_CURRENT = """
         AND NOT EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)"""
 
 # A whole tree of fewer than $2 EVENTs in one round trip: the stored one when it is
-# current (one row, no events read), else encoded from events (_ENCODED_CHILDREN),
+# current (one row, no events read), else encoded from events (ENCODED_CHILDREN),
 # so no row reaches Python either way. The CASE evaluates the subquery only when
 # no stored tree matched. event_count comes from the same snapshot as the events;
 # at or above $2, children is NULL and the caller streams the pages instead.
 SESSION_TREE_WHOLE = f"""
 SELECT s.start_ms, s.end_ms, s.event_count,
        CASE WHEN t.session_id IS NOT NULL THEN t.children
-            WHEN s.event_count < $2 THEN {_ENCODED_CHILDREN}
+            WHEN s.event_count < $2 THEN {ENCODED_CHILDREN}
        END AS children,
        t.session_id IS NOT NULL AS stored
   FROM sessions s
@@ -523,7 +523,7 @@ WITH due AS (
     RETURNING session_id
 ), built AS (
     INSERT INTO session_trees AS t (session_id, start_ms, end_ms, event_count, children, built_at)
-    SELECT s.id, s.start_ms, s.end_ms, s.event_count, {_ENCODED_CHILDREN}, now()
+    SELECT s.id, s.start_ms, s.end_ms, s.event_count, {ENCODED_CHILDREN}, now()
       FROM sessions s
       JOIN due ON due.session_id = s.id
      WHERE s.event_count >= $4 AND s.event_count < $2
