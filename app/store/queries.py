@@ -512,7 +512,8 @@ RETURNING through, (SELECT count(*) FROM slice) AS positions
 # Up to $3 sessions unchanged for $1 seconds leave the pending set, and those of
 # $4 to $2 - 1 EVENTs that lost nothing to retention get their tree (re)built from
 # events in this statement's snapshot, with the version of that snapshot; the
-# others are not worth storing (small: cheap to read cold; large: streamed).
+# others are not worth storing (small: cheap to read cold; large: streamed), and a
+# tree stored before the session outgrew that is deleted.
 # Returns how many sessions left the pending set.
 TREE_STORE_BUILD = f"""
 WITH due AS (
@@ -532,6 +533,10 @@ WITH due AS (
        SET start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, event_count = EXCLUDED.event_count,
            children = EXCLUDED.children, built_at = EXCLUDED.built_at
     RETURNING 1
+), outgrown AS (
+    DELETE FROM session_trees t
+     USING due, sessions s
+     WHERE t.session_id = due.session_id AND s.id = due.session_id AND (s.event_count >= $2 OR s.event_count < $4)
 )
 SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM built)
 """

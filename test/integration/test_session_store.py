@@ -168,6 +168,14 @@ async def test_small_and_streamed_sessions_are_not_stored(start_service: StartSe
         await _stored_at(sql, marker, 100)  # uploaded last: the other two were due before it
         assert await _stored_count(sql, small) is None and await _stored_count(sql, large) is None
         assert len((await _json(svc, large))["children"]) == 2_000
+        # A stored session that outgrows the bound loses its stored tree (it is streamed now).
+        await _upload(svc, marker, [event("b", TS + 5_000 + i) for i in range(1_900)])
+
+        async def dropped() -> bool:
+            return await _stored_count(sql, marker) is None
+
+        await _until(dropped)
+        assert len((await _json(svc, marker))["children"]) == 2_000
     finally:
         await sql.close()
 
