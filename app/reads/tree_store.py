@@ -24,6 +24,7 @@ import asyncpg
 
 from app.background import Background, Loop
 from app.store import store
+from app.store.db import DatabaseUnavailable
 from app.store.store import TreeStoreRun
 
 log = logging.getLogger("eventservice.tree_store")
@@ -63,7 +64,9 @@ class TreeStore(Background):
         while not self._stopping:
             try:
                 await self.catch_up()
-            except Exception as exc:  # noqa: BLE001 - an outage or a killed step: the next tick redoes it
+            except DatabaseUnavailable as exc:  # an outage: the next tick redoes the step, quietly
+                log.debug("tree store step failed, the next tick redoes it: %r", exc)
+            except Exception as exc:  # noqa: BLE001 - anything else leaves trees unbuilt (never stale): say so
                 log.warning("tree store step failed, the next tick redoes it: %r", exc)
             self._wake.clear()
             try:
