@@ -134,6 +134,12 @@ class Settings:
     tree_cache_bytes: int = setting(
         64 * 1024 * 1024, DATABASE, "bytes of encoded session trees cached per process (0: off)", minimum=0
     )
+    tree_store_after_seconds: float = setting(
+        60.0,
+        DATABASE,
+        "seconds a session must stay unchanged before its encoded tree is stored for cold GET /session (0: never)",
+        minimum=0,
+    )
 
     sse_ping_seconds: float = setting(15.0, STREAM, "seconds between SSE keep-alive comments", above=0)
     sse_retry_ms: int = setting(2_000, STREAM, "reconnect delay hinted to EventSource clients", minimum=0)

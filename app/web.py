@@ -26,6 +26,7 @@ from app.ingest.rejected import RejectedRecorder
 from app.ingest.writer import Writer
 from app.lifecycle import Drain, install_signal_handlers
 from app.reads.tree_cache import TreeCache
+from app.reads.tree_store import TreeStore
 from app.routes import batch, health, metrics, openapi, page, sdk, session, sessions, stream, ws
 from app.routes import stats as stats_routes
 from app.services import Services
@@ -141,7 +142,7 @@ async def _components(settings: Settings, url: str) -> AsyncIterator[_Components
     Each is an async context manager (app/background.py), entered in the reverse of
     the order shutdown needs, which `async with` follows on exit: the writer commits
     and ACKs what it accepted; the recorder keeps the last rejected batches (their
-    ERRORs are answered by then); retention and the watch stop; the hub wakes every stream to end
+    ERRORs are answered by then); the tree store, retention and the watch stop; the hub wakes every stream to end
     (clients reconnect elsewhere); the pool closes last. A component that fails to
     start exits the ones before it.
     """
@@ -155,6 +156,7 @@ async def _components(settings: Settings, url: str) -> AsyncIterator[_Components
         ) as hub,
         Watch(pool, settings.ingest_lock_report_seconds, settings.batch_id_retention_hours) as watch,
         Retention(pool, settings.retention_days, settings.retention_check_seconds) as retention,
+        TreeStore(pool, settings.tree_store_after_seconds, session.PAGE_ROWS),
         RejectedRecorder(pool, settings.rejected_max_rows, settings.rejected_max_frame_bytes) as rejected,
         Writer(
             pool,

@@ -38,6 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sessions", type=int, default=2000, help="sessions created for --cold (default 2000)")
     p.add_argument("--rounds", type=int, default=1, help="measured windows per side for --cold (default 1)")
     p.add_argument("--compare", metavar="REV", default=None, help="--cold: also run git REV's app, windows interleaved")
+    p.add_argument(
+        "--tree-store-after",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="--cold: the working tree's --tree-store-after-seconds, and the bench waits for every tree to be stored "
+        "before measuring (0: no stored trees; default 2)",
+    )
 
 
 def session_events(count: int) -> list[dict[str, Any]]:
@@ -233,14 +241,62 @@ async def _check_same(sides: list[tuple[str, Service]], sids: list[str], events:
     notes.append(f"The {len(sides)} side(s) answered byte-identical, complete trees for the {len(sids)} sessions checked.")
 
 
+async def _explain(conn: asyncpg.Connection, sql: str, *params: object) -> str:
+    plan = orjson.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *params))[0]
+    top = plan["Plan"]
+    return (
+        f"{plan['Execution Time']:.2f} ms, {top.get('Shared Hit Blocks', 0):,} buffers hit and "
+        f"{top.get('Shared Read Blocks', 0):,} read"
+    )
+
+
+async def _explained(conn: asyncpg.Connection, sid: str) -> str:
+    """Where PostgreSQL's time goes for one session: its tree encoded from events, and the whole-tree read."""
+    # Imported here: --compare's other side is another checkout, this one is the working tree's.
+    from app.store import queries
+
+    from_events = await _explain(conn, f"SELECT {queries.ENCODED_CHILDREN} FROM sessions s WHERE s.id = $1", sid)
+    whole = await _explain(conn, queries.SESSION_TREE_WHOLE, sid, 2000)
+    return (
+        f"EXPLAIN (ANALYZE, BUFFERS) of one session: encoding it from events {from_events}; "
+        f"the working tree's whole-tree read {whole}."
+    )
+
+
+async def _wait_stored(conn: asyncpg.Connection, svc: Service, db: Database, sessions: int, events: int) -> str:
+    """Until the working tree's builder has stored every session's tree; what that cost."""
+    meter = Meter(svc.tree, db.tree)
+    meter.start()
+    t0 = time.monotonic()
+    deadline = t0 + 600
+    query = "SELECT count(*), coalesce(sum(pg_column_size(children)), 0) FROM session_trees WHERE event_count = $1"
+    while True:
+        stored, size = await conn.fetchrow(query, events) or (0, 0)
+        if stored >= sessions:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {stored} of {sessions} trees stored in 600 s")
+        await asyncio.sleep(0.2)
+    m = meter.stop()
+    took = time.monotonic() - t0
+    per_tree = {k: (m[k] or 0.0) / sessions * 1e3 for k in ("server", "db")}
+    return (
+        f"Stored trees: all {sessions:,} built {took:.1f} s after the VACUUM (builder quiet time included), "
+        f"{size / sessions / 1024:.1f} KiB each as stored (TOAST-compressed); while building, "
+        f"PG {per_tree['db']:.2f} ms and server {per_tree['server']:.2f} ms of CPU per tree "
+        f"(other CPU {m.get('other') or 0.0:.1f} s)."
+    )
+
+
 async def cold_main(args: argparse.Namespace, db: Database) -> None:
     rows: list[Row] = []
     notes: list[str] = []
     server_args = [*args.server_arg, "--tree-cache-bytes", "0"]
+    new_args = [*server_args, "--tree-store-after-seconds", str(args.tree_store_after)]
     sids = session_ids(args.sessions, seed=5)
     with contextlib.ExitStack() as stack:
         old_dir = stack.enter_context(exported(args.compare)) if args.compare else None
-        async with service(db, workers=args.workers, extra_args=server_args) as new:
+        async with service(db, workers=args.workers, extra_args=new_args) as new:
             t0 = time.monotonic()
             accepted = await ingest_interleaved(new.ws, sids, args.events)
             notes.append(
@@ -250,6 +306,9 @@ async def cold_main(args: argparse.Namespace, db: Database) -> None:
             conn = await asyncpg.connect(db.url)
             try:
                 await conn.execute("VACUUM (ANALYZE) events, sessions")
+                if args.tree_store_after > 0:
+                    notes.append(await _wait_stored(conn, new, db, len(sids), args.events))
+                notes.append(await _explained(conn, sids[len(sids) // 2]))
             finally:
                 await conn.close()
             sides: list[tuple[str, Service]] = [("working tree", new)]
@@ -265,6 +324,7 @@ async def cold_main(args: argparse.Namespace, db: Database) -> None:
                         rows.append(await _window(args, db, svc, label, sids, seed=r))
     notes.append(
         "Latency: request sent to body fully read, keep-alive connections, one per client. The servers run with "
-        "--tree-cache-bytes 0, so every request reads and encodes its session."
+        "--tree-cache-bytes 0, so every request reads its session from the database (the working tree: its stored "
+        "tree when --tree-store-after > 0, else its events)."
     )
     emit(f"lookup --cold ({args.duration:g} s measured after {args.warmup:g} s warm-up per window)", rows, notes)

@@ -136,7 +136,8 @@ async def session_tree(request: Request) -> Response:
         if whole is None:
             return _not_found(session_id)
         if whole.children is not None:
-            lost = await _retained_from(services.pool, session_id)
+            # A stored tree was served only if the session lost nothing (same snapshot).
+            lost = None if whole.stored else await _retained_from(services.pool, session_id)
             body = _head(session_id, whole) + whole.children + _end(lost)
             if lost is None:
                 services.trees.put(session_id, whole.version, body)

@@ -107,16 +107,13 @@ SELECT s.start_ms, s.end_ms, s.event_count, e.position, e.ts, n.name, e.data
  LIMIT $4
 """
 
-# A whole tree of fewer than $2 EVENTs in one round trip, its children already
-# encoded by PostgreSQL as the JSON the page reads would give byte for byte
-# (to_json escapes a text as orjson does; data is spliced as stored), so no row
-# reaches Python. The LATERAL keeps to_json inside the name lookup, which the
-# planner memoizes: once per distinct name, not per EVENT (~0.4 ms of 1,000).
-# event_count comes from the same snapshot as the events; at or above $2,
-# children is NULL and the caller streams the pages instead.
-SESSION_TREE_WHOLE = """
-SELECT s.start_ms, s.end_ms, s.event_count,
-       CASE WHEN s.event_count < $2 THEN
+# A session's EVENTs encoded by PostgreSQL as the JSON the page reads would give
+# byte for byte (to_json escapes a text as orjson does; data is spliced as stored),
+# comma-separated, as bytes; '' for none. The LATERAL keeps to_json inside the name
+# lookup, which the planner memoizes: once per distinct name, not per EVENT (~0.4 ms
+# of 1,000). Used by the whole-tree read and by the tree store, which must agree
+# byte for byte (test_session_store.py).
+ENCODED_CHILDREN = """
          convert_to(coalesce(
            (SELECT string_agg(
                      '{"type":"EVENT","timestamp":' || e.ts || ',"name":' || coalesce(n.json, 'null')
@@ -126,9 +123,30 @@ SELECT s.start_ms, s.end_ms, s.event_count,
               LEFT JOIN LATERAL (SELECT to_json(n.name)::text AS json FROM event_names n WHERE n.id = e.name_id OFFSET 0) n
                 ON true
              WHERE e.session_id = s.id AND e.type = 'EVENT'),
-           ''), 'UTF8')
-       END AS children
+           ''), 'UTF8')"""
+
+# A stored tree is current when it was built at the session's present version and
+# the session lost nothing to retention (schema/008_session_trees.sql), all read in
+# this statement's snapshot.
+_STORED_CURRENT = """
+        t.event_count = s.event_count
+        AND t.start_ms IS NOT DISTINCT FROM s.start_ms
+        AND t.end_ms IS NOT DISTINCT FROM s.end_ms
+        AND NOT EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)"""
+
+# A whole tree of fewer than $2 EVENTs in one round trip: the stored one when it is
+# current (one row, no events read), else encoded from events (ENCODED_CHILDREN),
+# so no row reaches Python either way. The CASE evaluates the subquery only when
+# no stored tree matched. event_count comes from the same snapshot as the events;
+# at or above $2, children is NULL and the caller streams the pages instead.
+SESSION_TREE_WHOLE = f"""
+SELECT s.start_ms, s.end_ms, s.event_count,
+       CASE WHEN t.session_id IS NOT NULL THEN t.children
+            WHEN s.event_count < $2 THEN {ENCODED_CHILDREN}
+       END AS children,
+       t.session_id IS NOT NULL AS stored
   FROM sessions s
+  LEFT JOIN session_trees t ON t.session_id = s.id AND {_STORED_CURRENT}
  WHERE s.id = $1
 """
 
@@ -463,6 +481,74 @@ SELECT array_position($6::jsonb[], v) AS value, ts - ts % $5 AS bucket, count(*)
  GROUP BY 1, 2
 """
 
+
+# --- stored session trees (schema/008_session_trees.sql, app/reads/tree_store.py) --
+# One builder at a time across every process and the retention run's tree prune
+# (a transaction lock: a killed run's is released with its transaction).
+TREE_STORE_TRY_LOCK = "SELECT pg_try_advisory_xact_lock(727401, 4)"
+TREE_STORE_LOCK = "SELECT pg_advisory_xact_lock(727401, 4)"
+# The sessions of the next $1 positions (or fewer) past the watermark are marked
+# changed now, and the watermark moves to the last of them. Writers are serialised
+# (schema/001), so an entry that commits later has a position above every committed
+# one: none is skipped. One pass groups the slice by session, so only one row per
+# session is kept and upserted (3x cheaper than keeping the slice). By the first $1 rows, not a range: positions jump by a
+# piece's width at each retention roll. Returns the new watermark and the positions
+# read (no row: nothing new).
+TREE_STORE_MARK = """
+WITH slice AS (
+    SELECT r.session_id, max(r.position) AS top, count(*) AS positions
+      FROM (SELECT e.position, e.session_id
+              FROM events e
+             WHERE e.position > (SELECT through FROM session_trees_state)
+             ORDER BY e.position
+             LIMIT $1) AS r
+     GROUP BY r.session_id
+), marked AS (
+    INSERT INTO session_trees_pending AS p (session_id, changed_at)
+    SELECT session_id, now() FROM slice
+    ON CONFLICT (session_id) DO UPDATE SET changed_at = EXCLUDED.changed_at
+)
+UPDATE session_trees_state SET through = (SELECT max(top) FROM slice)
+ WHERE EXISTS (SELECT 1 FROM slice)
+RETURNING through, (SELECT sum(positions) FROM slice)::bigint AS positions
+"""
+# Up to $3 sessions unchanged for $1 seconds leave the pending set, and those of
+# $4 to $2 - 1 EVENTs that lost nothing to retention get their tree (re)built from
+# events in this statement's snapshot, with the version of that snapshot; the
+# others are not worth storing (small: cheap to read cold; large: streamed), and a
+# tree stored before the session outgrew that is deleted.
+# Returns how many sessions left the pending set.
+TREE_STORE_BUILD = f"""
+WITH due AS (
+    DELETE FROM session_trees_pending
+     WHERE session_id IN (SELECT session_id FROM session_trees_pending
+                           WHERE changed_at < now() - make_interval(secs => $1)
+                           LIMIT $3)
+    RETURNING session_id
+), built AS (
+    INSERT INTO session_trees AS t (session_id, start_ms, end_ms, event_count, children, built_at)
+    SELECT s.id, s.start_ms, s.end_ms, s.event_count, {ENCODED_CHILDREN}, now()
+      FROM sessions s
+      JOIN due ON due.session_id = s.id
+     WHERE s.event_count >= $4 AND s.event_count < $2
+       AND NOT EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)
+    ON CONFLICT (session_id) DO UPDATE
+       SET start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, event_count = EXCLUDED.event_count,
+           children = EXCLUDED.children, built_at = EXCLUDED.built_at
+    RETURNING 1
+), outgrown AS (
+    DELETE FROM session_trees t
+     USING due, sessions s
+     WHERE t.session_id = due.session_id AND s.id = due.session_id AND (s.event_count >= $2 OR s.event_count < $4)
+)
+SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM built)
+"""
+# Trees of sessions that lost entries to retention: they must not outlive them.
+TREE_STORE_PRUNE = """
+DELETE FROM session_trees t
+ USING sessions s, retention_state r
+ WHERE s.id = t.session_id AND s.first_seen < r.retained_from
+"""
 
 # --- retention (schema/007_retention.sql, app/store/retention.py) -----------------
 # One retention run at a time across every process: a session lock on one pool

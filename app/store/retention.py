@@ -101,6 +101,8 @@ class Retention(Background):
             cutoff = state.retained_from_ms - state.retained_from_ms % HOUR_MS
             while await store.retention_prune_presences(conn, cutoff, PRESENCE_SLICE) == PRESENCE_SLICE:
                 pass
+            # Stored trees of sessions that lost entries are never served; they go too.
+            await store.tree_store_prune(conn)
         return removed
 
     async def _remove(self, conn: asyncpg.Connection, name: str) -> store.RemovedPiece:

@@ -285,6 +285,7 @@ class WholeTree(NamedTuple):
     end_ms: int | None
     event_count: int
     children: bytes | None  # the encoded EVENTs, comma-separated; None: too many, page them
+    stored: bool  # read from session_trees (current, and nothing lost to retention)
 
     @property
     def version(self) -> tuple[int | None, int | None, int]:
@@ -297,6 +298,37 @@ async def session_tree(conn: asyncpg.Connection, session_id: str, below: int) ->
     encoded; None for an unknown session."""
     row = await conn.fetchrow(queries.SESSION_TREE_WHOLE, session_id, below)
     return None if row is None else WholeTree(*row)
+
+
+class TreeStoreRun(NamedTuple):
+    marked: int  # positions read past the watermark (their sessions marked changed)
+    due: int  # sessions that left the pending set
+    built: int  # trees (re)built among them
+
+
+@_translated
+async def tree_store_run(
+    conn: asyncpg.Connection, *, mark_rows: int, quiet_seconds: float, build_at_most: int, min_events: int, below: int
+) -> TreeStoreRun | None:
+    """One step of the tree builder in one transaction (schema/008_session_trees.sql):
+    mark the sessions of the next positions changed, then build up to `build_at_most`
+    trees of sessions quiet for `quiet_seconds`. None: another process's step holds it."""
+    async with conn.transaction():
+        if not await conn.fetchval(queries.TREE_STORE_TRY_LOCK):
+            return None
+        mark = await conn.fetchrow(queries.TREE_STORE_MARK, mark_rows)
+        counts = await conn.fetchrow(queries.TREE_STORE_BUILD, quiet_seconds, below, build_at_most, min_events)
+        assert counts is not None  # an aggregate: always one row
+    return TreeStoreRun(0 if mark is None else int(mark[1]), int(counts[0]), int(counts[1]))
+
+
+@_translated
+async def tree_store_prune(conn: asyncpg.Connection) -> int:
+    """Delete the stored trees of sessions that lost entries; after any build running now."""
+    async with conn.transaction():
+        await conn.execute(queries.TREE_STORE_LOCK)
+        status = await conn.execute(queries.TREE_STORE_PRUNE)
+    return int(status.split()[-1])
 
 
 @_translated

@@ -1,0 +1,260 @@
+"""Stored session trees (schema/008, app/reads/tree_store.py): byte-identical, never stale.
+
+Every server here runs with the per-process cache off, so each GET /session reads
+the database: the stored tree when it is current, else the events. Trees are stored
+after QUIET seconds without change; every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from test.conftest import StartService
+from test.support.clients import event, new_session, upload
+from test.support.service import Service
+
+QUIET = 0.3
+STORE = ("--tree-cache-bytes", "0", "--tree-store-after-seconds", str(QUIET))
+TS = 1_700_000_000_000
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _body(svc: Service, session: str) -> bytes:
+    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/session/{session}") as response:
+        assert response.status == 200
+        return await response.read()
+
+
+async def _stored_count(sql: asyncpg.Connection, session: str) -> int | None:
+    """The event_count the stored tree was built at (None: no stored tree)."""
+    value = await sql.fetchval("SELECT event_count FROM session_trees WHERE session_id = $1", session)
+    return None if value is None else int(value)
+
+
+async def _stored_at(sql: asyncpg.Connection, session: str, count: int) -> None:
+    async def built() -> bool:
+        return await _stored_count(sql, session) == count
+
+    await _until(built)
+
+
+async def _upload(svc: Service, session: str, events: list[dict[str, Any]]) -> None:
+    answers = await upload(svc.ws_url, session, events)
+    assert [a["type"] for a in answers] == ["ACK"], answers
+
+
+def _events(count: int, base: int = TS) -> list[dict[str, Any]]:
+    """EVENTs that exercise the encoding: escapes, non-ASCII, no data, nested data, equal timestamps."""
+    names = ['quote"d', "back\\slash", "tab\tname", "ünïcødé ✓", "emoji 🎉", "plain"]
+    out: list[dict[str, Any]] = []
+    for i in range(count):
+        extra: dict[str, Any] = {}
+        if i % 3 == 0:
+            extra["data"] = {"i": i, "s": 'a"b\\c\u2028', "nested": {"list": [1, 2.5, None, True]}}
+        elif i % 3 == 1:
+            extra["data"] = {"list": [i, "x"], "empty": {}}
+        out.append(event(names[i % len(names)], base + i // 2, **extra))  # pairs share a timestamp
+    return out
+
+
+async def test_a_stored_tree_is_byte_identical_and_is_what_is_served(start_service: StartService) -> None:
+    svc = await start_service(*STORE)
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        session = new_session()
+        await _upload(svc, session, [{"type": "SESSION_START", "timestamp": TS}, *_events(150)])
+        await _upload(svc, session, [*_events(50, TS - 100), {"type": "SESSION_END", "timestamp": TS + 999}])
+        await _stored_at(sql, session, 200)
+        stored = await _body(svc, session)
+
+        # The same tree encoded from events: the stored one hidden (a version that
+        # matches nothing), then put back.
+        await sql.execute("UPDATE session_trees SET event_count = -1 WHERE session_id = $1", session)
+        from_events = await _body(svc, session)
+        assert stored == from_events
+        children = await sql.fetchval("SELECT children FROM session_trees WHERE session_id = $1", session)
+        assert from_events.endswith(b'"children":[' + children + b"]}")
+        assert len(children) > 10_000  # compressed by TOAST, returned whole
+
+        # And GET really reads the stored row when it is current.
+        await sql.execute(
+            "UPDATE session_trees SET event_count = 200, children = convert_to('{\"marker\":1}', 'UTF8') WHERE session_id = $1",
+            session,
+        )
+        assert (await _body(svc, session)).endswith(b'"children":[{"marker":1}]}')
+    finally:
+        await sql.close()
+
+
+async def test_a_session_that_changes_after_its_tree_was_stored_is_never_served_stale(start_service: StartService) -> None:
+    # A long quiet time: the stored tree stays at its old version while the changes land.
+    svc = await start_service("--tree-cache-bytes", "0", "--tree-store-after-seconds", str(QUIET))
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        session = new_session()
+        await _upload(svc, session, [{"type": "SESSION_START", "timestamp": TS}, *_events(120)])
+        await _stored_at(sql, session, 120)
+        # Freeze the builder, so each change below is read against the old stored tree.
+        async with sql.transaction():
+            await sql.execute("SELECT pg_advisory_xact_lock(727401, 4)")
+            # A service upload.
+            await _upload(svc, session, [event("late", TS + 5_000)])
+            tree = await _json(svc, session)
+            assert len(tree["children"]) == 121 and tree["children"][-1]["name"] == "late"
+            # A plain-SQL writer, ordered before the others by its timestamp.
+            other = await asyncpg.connect(svc.database_url)
+            try:
+                await other.execute(
+                    "INSERT INTO events (session_id, type, ts, name_id, data) "
+                    "VALUES ($1, 'EVENT', $2, event_name_id('sql'), '{\"by\":\"psql\"}')",
+                    session,
+                    TS - 1,
+                )
+                tree = await _json(svc, session)
+                assert len(tree["children"]) == 122 and tree["children"][0] == {
+                    "type": "EVENT",
+                    "timestamp": TS - 1,
+                    "name": "sql",
+                    "data": {"by": "psql"},
+                }
+                # A late SESSION_END (no child added: only end moves), then an earlier start.
+                await _upload(svc, session, [{"type": "SESSION_END", "timestamp": TS + 9_000}])
+                assert (await _json(svc, session))["end"] == TS + 9_000
+                await other.execute(
+                    "INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', $2)", session, TS - 50
+                )
+                tree = await _json(svc, session)
+                assert tree["start"] == TS - 50 and len(tree["children"]) == 122
+            finally:
+                await other.close()
+            assert await _stored_count(sql, session) == 120  # still the old tree: the answers above were not it
+        # The builder goes on: the tree is rebuilt at the new version, identical to the events'.
+        await _stored_at(sql, session, 122)
+        stored = await _body(svc, session)
+        await sql.execute("UPDATE session_trees SET event_count = -1 WHERE session_id = $1", session)
+        assert stored == await _body(svc, session)
+    finally:
+        await sql.close()
+
+
+async def _json(svc: Service, session: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(f"{svc.url}/session/{session}") as response:
+        assert response.status == 200
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+async def test_small_and_streamed_sessions_are_not_stored(start_service: StartService) -> None:
+    svc = await start_service(*STORE)
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        small, large, marker = new_session(), new_session(), new_session()
+        await _upload(svc, small, [event("a", TS + i) for i in range(10)])
+        await _upload(svc, large, [event("a", TS + i) for i in range(2_000)])
+        await _upload(svc, marker, [event("a", TS + i) for i in range(100)])
+        await _stored_at(sql, marker, 100)  # uploaded last: the other two were due before it
+        assert await _stored_count(sql, small) is None and await _stored_count(sql, large) is None
+        assert len((await _json(svc, large))["children"]) == 2_000
+        # A stored session that outgrows the bound loses its stored tree (it is streamed now).
+        await _upload(svc, marker, [event("b", TS + 5_000 + i) for i in range(1_900)])
+
+        async def dropped() -> bool:
+            return await _stored_count(sql, marker) is None
+
+        await _until(dropped)
+        assert len((await _json(svc, marker))["children"]) == 2_000
+    finally:
+        await sql.close()
+
+
+async def test_retention_removes_stored_trees_with_their_entries(start_service: StartService) -> None:
+    window = 3.0
+    svc = await start_service(*STORE, "--retention-days", str(window / 86_400), "--retention-check-seconds", "0.2")
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        lost = new_session()
+        await _upload(svc, lost, [{"type": "SESSION_START", "timestamp": TS}, *_events(100)])
+        await _stored_at(sql, lost, 100)
+        assert "retained_from" not in await _json(svc, lost)
+
+        async def removed() -> bool:
+            return int(await sql.fetchval("SELECT count(*) FROM events WHERE session_id = $1", lost)) == 0
+
+        await _until(removed)
+        tree = await _json(svc, lost)  # never the stored tree: it lost its entries
+        assert tree["children"] == [] and tree["start"] == TS and isinstance(tree["retained_from"], int)
+
+        async def pruned() -> bool:
+            return await _stored_count(sql, lost) is None
+
+        await _until(pruned)  # and it does not outlive them
+        # A new session after the removal is stored and served as usual.
+        kept = new_session()
+        await _upload(svc, kept, _events(100))
+        await _stored_at(sql, kept, 100)
+        assert "retained_from" not in await _json(svc, kept)
+    finally:
+        await sql.close()
+
+
+async def test_a_stored_tree_hidden_by_retention_is_not_served_before_its_prune(start_service: StartService) -> None:
+    """retained_from moves before pieces go and before trees are pruned: the read checks it itself."""
+    svc = await start_service(*STORE)
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        session = new_session()
+        await _upload(svc, session, _events(100))
+        await _stored_at(sql, session, 100)
+        # What retention_mark does first (nothing is detached here, so all entries remain).
+        await sql.execute("UPDATE retention_state SET retained_from = now()")
+        tree = await _json(svc, session)
+        assert isinstance(tree["retained_from"], int) and len(tree["children"]) == 100
+        assert await _stored_count(sql, session) == 100  # still there, but not what answered
+    finally:
+        await sql.close()
+
+
+async def test_a_kill_and_restart_never_leave_a_stale_tree(start_service: StartService) -> None:
+    svc = await start_service(*STORE)
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        session = new_session()
+        await _upload(svc, session, _events(150))
+        await _stored_at(sql, session, 150)
+        svc.signal(signal.SIGKILL)
+        svc.wait()
+        # While no service runs: a plain-SQL writer adds to the session.
+        await sql.execute(
+            "INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, event_name_id('offline'))",
+            session,
+            TS + 10_000,
+        )
+        svc.start()
+        tree = await _json(svc, session)
+        assert len(tree["children"]) == 151 and tree["children"][-1]["name"] == "offline"
+        # The restarted builder picks the change up from its watermark and rebuilds.
+        await _stored_at(sql, session, 151)
+        assert len((await _json(svc, session))["children"]) == 151
+        # A kill at any point leaves nothing half-done: a step is one transaction.
+        second = new_session()
+        await _upload(svc, second, _events(100))
+        svc.signal(signal.SIGKILL)
+        svc.wait()
+        svc.start()
+        await _stored_at(sql, second, 100)
+        assert len((await _json(svc, second))["children"]) == 100
+    finally:
+        await sql.close()
