@@ -372,6 +372,18 @@ async def test_database_refuses_changes_to_the_log_and_unknown_names(service: Se
             await sql.execute(statement)
         assert "append-only" in str(refused.value), statement
         assert "Append new entries" in (refused.value.hint or ""), statement
+    # The names and session summaries that cached and stored trees are versioned by (schema/009).
+    for statement in (
+        "UPDATE event_names SET name = 'renamed' WHERE name = 'kept'",
+        "DELETE FROM event_names WHERE name = 'kept'",
+        "TRUNCATE event_names CASCADE",
+        f"DELETE FROM sessions WHERE id = '{session}'",
+        "TRUNCATE sessions",
+    ):
+        with pytest.raises(asyncpg.PostgresError) as refused:
+            await sql.execute(statement)
+        assert "is kept by the service" in str(refused.value), statement
+        assert refused.value.hint, statement
     with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
         await sql.execute("INSERT INTO events (session_id, type, ts, name_id) VALUES ($1, 'EVENT', $2, 2147483647)", session, TS)
     assert "event_names" in str(refused.value) and "event_name_id" in (refused.value.hint or "")
