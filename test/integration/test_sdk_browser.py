@@ -307,30 +307,55 @@ async def test_a_full_local_storage_is_reported_and_loses_nothing_while_the_page
     shop_service: tuple[Shop, Service], context: BrowserContext
 ) -> None:
     shop, service = shop_service
-    page = await open_page(context, shop)
-    await make(page, flushEvents=10)
-    # Fill the origin's localStorage to its quota with someone else's keys.
-    filled = await page.evaluate(
-        """() => {
-          const chunk = 'x'.repeat(256 * 1024);
-          let n = 0;
-          for (;;) {
-            try { localStorage.setItem('other:' + n, chunk); n++; } catch { break; }
-          }
-          for (let k = 0; ; k++) {  // then the last few KiB
-            try { localStorage.setItem('small:' + k, 'x'.repeat(512)); } catch { return n; }
-          }
-        }"""
-    )
-    assert filled > 0
-    run = uuid.uuid4().hex
-    await page.evaluate("(run) => { for (let i = 0; i < 30; i++) window.up.track('full', { run, i }); }", run)
-    await flush(page)
-    errors = await page.evaluate("() => window.errors")
-    assert [e["error"] for e in errors] == ["storage_full"] * 3, errors  # one per sealed batch of 10
-    assert all(e["batch_id"] for e in errors) and "memory" in errors[0]["message"]
-    await assert_exactly_once(service, run, 30)
-    await page.evaluate("() => localStorage.clear()")
+    page_errors: list[str] = []
+    page = await open_page(context, shop, page_errors)
+    try:
+        await make(page, flushEvents=10)
+        # Fill the origin's localStorage to its quota with someone else's keys.
+        filled = await page.evaluate(
+            """() => {
+              const chunk = 'x'.repeat(256 * 1024);
+              let n = 0;
+              for (;;) {
+                try { localStorage.setItem('other:' + n, chunk); n++; } catch { break; }
+              }
+              for (let k = 0; ; k++) {  // then the last few KiB
+                try { localStorage.setItem('small:' + k, 'x'.repeat(512)); } catch { return n; }
+              }
+            }"""
+        )
+        assert filled > 0
+        run = uuid.uuid4().hex
+        # A handler as apps write them: it tracks an event of its own for each of the
+        # first three warnings, and the first time it also throws.
+        tracked = await page.evaluate(
+            """(run) => {
+              window.seen = [];
+              window.errors = { push: (e) => {
+                window.seen.push(e);
+                if (e.error === 'storage_full' && window.seen.length <= 3) {
+                  window.up.track('full', { run, i: 1000 + window.seen.length });
+                  if (window.seen.length === 1) throw new Error('a bug in the app handler');
+                }
+              } };
+              const out = [];
+              for (let i = 0; i < 30; i++) out.push(window.up.track('full', { run, i }));
+              return out;
+            }""",
+            run,
+        )
+        assert tracked == [True] * 30
+        await flush(page)
+        await page.wait_for_function("window.seen.length >= 3")
+        await flush(page)  # the three events the handler tracked
+        seen = await page.evaluate("() => window.seen")
+        assert {e["error"] for e in seen} == {"storage_full"} and len(seen) >= 4, seen
+        assert all(e["batch_id"] for e in seen) and "memory" in seen[0]["message"]
+        await assert_exactly_once(service, run, 33)
+        assert await page.evaluate("() => window.up.pending") == 0
+        assert page_errors == []  # the handler's throw did not escape into the page
+    finally:
+        await page.evaluate("() => localStorage.clear()")
 
 
 async def test_flush_resolves_after_the_ack(shop_service: tuple[Shop, Service], context: BrowserContext) -> None:

@@ -390,18 +390,25 @@ export function createUploader(options = {}) {
     sealTimer = null;
     if (open.length === 0) return;
     const batch = queue.seal(open);
-    if (!batch.stored && store.durable) {
-      onError(
-        refusal(
-          "storage_full",
-          `localStorage refused the batch (quota): its ${batch.count} events are sent as usual but wait in memory only, so closing the page before their ACK can lose them`,
-          [],
-          batch.id,
-        ),
-      );
-    }
     open = [];
     openBytes = 0;
+    if (!batch.stored && store.durable) {
+      // A warning, after the uploader's state is whole: a handler that tracks or throws
+      // must not see (or break) a half-sealed batch.
+      const warning = refusal(
+        "storage_full",
+        `localStorage refused the batch (quota): its ${batch.count} events are sent as usual but wait in memory only, so closing the page before their ACK can lose them`,
+        [],
+        batch.id,
+      );
+      queueMicrotask(() => {
+        try {
+          onError(warning);
+        } catch (exc) {
+          console.error("eventservice: onError threw", exc);
+        }
+      });
+    }
   }
 
   function pump() {
