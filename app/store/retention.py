@@ -44,6 +44,7 @@ class Retention(Background):
         self._check_seconds = check_seconds
         self.state: RetentionState | None = None
         self._last_check = -float("inf")
+        self._swept = False
 
     @property
     def piece_seconds(self) -> float | None:
@@ -97,7 +98,10 @@ class Retention(Background):
         for name in await store.retention_mark(conn, window):
             removed.append(await self._remove(conn, name))
         state = await store.retention_state(conn)
-        if removed and state is not None and state.retained_from_ms is not None:
+        # After a removal, and once per process: a run killed between its removal and
+        # these prunes left them to whichever process checks next.
+        if (removed or not self._swept) and state is not None and state.retained_from_ms is not None:
+            self._swept = True
             cutoff = state.retained_from_ms - state.retained_from_ms % HOUR_MS
             while await store.retention_prune_presences(conn, cutoff, PRESENCE_SLICE) == PRESENCE_SLICE:
                 pass

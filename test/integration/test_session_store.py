@@ -100,7 +100,6 @@ async def test_a_stored_tree_is_byte_identical_and_is_what_is_served(start_servi
 
 
 async def test_a_session_that_changes_after_its_tree_was_stored_is_never_served_stale(start_service: StartService) -> None:
-    # A long quiet time: the stored tree stays at its old version while the changes land.
     svc = await start_service("--tree-cache-bytes", "0", "--tree-store-after-seconds", str(QUIET))
     sql = await asyncpg.connect(svc.database_url)
     try:
@@ -181,14 +180,27 @@ async def test_small_and_streamed_sessions_are_not_stored(start_service: StartSe
 
 
 async def test_retention_removes_stored_trees_with_their_entries(start_service: StartService) -> None:
-    window = 3.0
-    svc = await start_service(*STORE, "--retention-days", str(window / 86_400), "--retention-check-seconds", "0.2")
-    sql = await asyncpg.connect(svc.database_url)
+    # Retention runs only once the tree is stored, in a process of its own: with a
+    # seconds-long window from the start, a busy machine could remove the entries
+    # before the tree was ever stored, and the test would prove nothing.
+    first = await start_service(*STORE)
+    sql = await asyncpg.connect(first.database_url)
     try:
         lost = new_session()
-        await _upload(svc, lost, [{"type": "SESSION_START", "timestamp": TS}, *_events(100)])
+        await _upload(first, lost, [{"type": "SESSION_START", "timestamp": TS}, *_events(100)])
         await _stored_at(sql, lost, 100)
-        assert "retained_from" not in await _json(svc, lost)
+        assert "retained_from" not in await _json(first, lost)
+        await sql.execute("SELECT retention_roll()")  # the session's piece closes now
+
+        async def folded() -> bool:
+            return bool(await sql.fetchval("SELECT (SELECT position FROM stats_folded) >= (SELECT max(position) FROM events)"))
+
+        await _until(folded)
+        first.stop()
+        window = 1.0
+        svc = await start_service(
+            *STORE, "--retention-days", str(window / 86_400), "--retention-check-seconds", "0.2", database_url=first.database_url
+        )
 
         async def removed() -> bool:
             return int(await sql.fetchval("SELECT count(*) FROM events WHERE session_id = $1", lost)) == 0
@@ -201,11 +213,13 @@ async def test_retention_removes_stored_trees_with_their_entries(start_service: 
             return await _stored_count(sql, lost) is None
 
         await _until(pruned)  # and it does not outlive them
+        svc.stop()
         # A new session after the removal is stored and served as usual.
+        last = await start_service(*STORE, database_url=first.database_url)
         kept = new_session()
-        await _upload(svc, kept, _events(100))
+        await _upload(last, kept, _events(100))
         await _stored_at(sql, kept, 100)
-        assert "retained_from" not in await _json(svc, kept)
+        assert "retained_from" not in await _json(last, kept)
     finally:
         await sql.close()
 
@@ -223,7 +237,55 @@ async def test_a_stored_tree_hidden_by_retention_is_not_served_before_its_prune(
         tree = await _json(svc, session)
         assert isinstance(tree["retained_from"], int) and len(tree["children"]) == 100
         assert await _stored_count(sql, session) == 100  # still there, but not what answered
+        # Left so by a run killed between its removal and its prune: the next process
+        # with retention prunes at its first check, removal or not.
+        await start_service("--retention-days", "1", "--retention-check-seconds", "0.2", database_url=svc.database_url)
+
+        async def pruned() -> bool:
+            return await _stored_count(sql, session) is None
+
+        await _until(pruned)
     finally:
+        await sql.close()
+
+
+async def test_a_service_killed_in_the_middle_of_a_build_leaves_it_to_the_next(start_service: StartService) -> None:
+    """The build's INSERT waits for a lock held here, so SIGKILL lands inside a step's transaction."""
+    svc = await start_service(*STORE)
+    sql, holder = await asyncpg.connect(svc.database_url), await asyncpg.connect(svc.database_url)
+    building = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        " AND query LIKE '%INSERT INTO session_trees AS t%'"
+    )
+    running = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE '%INSERT INTO session_trees AS t%' AND pid <> pg_backend_pid()"
+    )
+    try:
+        session = new_session()
+        await holder.execute("BEGIN")
+        await holder.execute("LOCK TABLE session_trees IN EXCLUSIVE MODE")  # reads go on, writes wait
+        await _upload(svc, session, _events(120))
+
+        async def waiting() -> bool:
+            return int(await sql.fetchval(building)) > 0
+
+        await _until(waiting)
+        svc.signal(signal.SIGKILL)
+        assert svc.wait() == -signal.SIGKILL
+        await holder.execute("COMMIT")
+
+        async def gone() -> bool:  # the orphaned step ran on, found its client gone, rolled back
+            return int(await sql.fetchval(running)) == 0
+
+        await _until(gone)
+        assert await _stored_count(sql, session) is None  # nothing of the killed step was kept
+        svc.start()
+        assert len((await _json(svc, session))["children"]) == 120
+        await _stored_at(sql, session, 120)  # the next process builds it
+        assert len((await _json(svc, session))["children"]) == 120
+    finally:
+        await holder.close()
         await sql.close()
 
 
@@ -248,7 +310,7 @@ async def test_a_kill_and_restart_never_leave_a_stale_tree(start_service: StartS
         # The restarted builder picks the change up from its watermark and rebuilds.
         await _stored_at(sql, session, 151)
         assert len((await _json(svc, session))["children"]) == 151
-        # A kill at any point leaves nothing half-done: a step is one transaction.
+        # A kill right after an upload, before the session went quiet: built by the next process.
         second = new_session()
         await _upload(svc, second, _events(100))
         svc.signal(signal.SIGKILL)
