@@ -24,6 +24,9 @@ import aiohttp
 import asyncpg
 import orjson
 
+from app.reads.tree_store import MIN_EVENTS
+from app.routes.session import PAGE_ROWS
+
 from .report import Row, disturbed, emit
 from .service import REPO_ROOT, Database, Meter, Service, mib, service
 from .stats import Recorder
@@ -306,8 +309,12 @@ async def cold_main(args: argparse.Namespace, db: Database) -> None:
             conn = await asyncpg.connect(db.url)
             try:
                 await conn.execute("VACUUM (ANALYZE) events, sessions")
-                if args.tree_store_after > 0:
+                if args.tree_store_after > 0 and MIN_EVENTS <= args.events < PAGE_ROWS:
                     notes.append(await _wait_stored(conn, new, db, len(sids), args.events))
+                elif args.tree_store_after > 0:
+                    notes.append(
+                        f"No tree is stored for sessions of {args.events} EVENTs (only {MIN_EVENTS} to {PAGE_ROWS - 1} are)."
+                    )
                 notes.append(await _explained(conn, sids[len(sids) // 2]))
             finally:
                 await conn.close()

@@ -12,8 +12,8 @@ hub subscription).
   idle sockets. The next WebSocket is accepted and closed at once with 1013 "try
   again later" and a reason (a browser's WebSocket API cannot see an HTTP status,
   but it does see a close code); the next SSE or batch request gets a 503 JSON
-  error with Retry-After (the uploaders resend on it). Open connections are never
-  touched.
+  error with Retry-After (nothing of the request was read: a client resends after
+  the delay). Open connections are never touched.
 - Idle: a WebSocket that sends no frame for IDLE_TIMEOUT_SECONDS is closed with
   1001 and the reason "idle timeout". The route sees the end as a disconnect, so
   it stops reading, still sends the answers of frames it already received, and
