@@ -97,7 +97,9 @@ class Settings:
     max_data_bytes: int = setting(16 * 1024, INGEST, "largest event data object, as compact UTF-8 JSON", minimum=2)
     max_data_depth: int = setting(64, INGEST, "deepest nesting of event data", minimum=1)
     max_inflight_batches: int = setting(16, INGEST, "batches a connection may have awaiting commit before reads pause", minimum=1)
-    max_connections: int = setting(20_000, SECURITY, "cap on concurrent WebSocket + SSE connections + POST /batch requests in progress", minimum=1)
+    max_connections: int = setting(
+        20_000, SECURITY, "cap on concurrent WebSocket + SSE connections + POST /batch requests in progress", minimum=1
+    )
     handshake_timeout_seconds: float = setting(
         10.0, SECURITY, "seconds a new TCP connection may take to send its request head (WebSocket handshakes too)", above=0
     )
