@@ -7,10 +7,7 @@ after QUIET seconds without change; every wait polls with a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,17 +16,11 @@ import asyncpg
 from test.conftest import StartService
 from test.support.clients import event, new_session, upload
 from test.support.service import Service
+from test.support.waits import folded, until
 
 QUIET = 0.3
 STORE = ("--tree-cache-bytes", "0", "--tree-store-after-seconds", str(QUIET))
 TS = 1_700_000_000_000
-
-
-async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def _body(svc: Service, session: str) -> bytes:
@@ -48,7 +39,7 @@ async def _stored_at(sql: asyncpg.Connection, session: str, count: int) -> None:
     async def built() -> bool:
         return await _stored_count(sql, session) == count
 
-    await _until(built)
+    await until(built)
 
 
 async def _upload(svc: Service, session: str, events: list[dict[str, Any]]) -> None:
@@ -173,7 +164,7 @@ async def test_small_and_streamed_sessions_are_not_stored(start_service: StartSe
         async def dropped() -> bool:
             return await _stored_count(sql, marker) is None
 
-        await _until(dropped)
+        await until(dropped)
         assert len((await _json(svc, marker))["children"]) == 2_000
     finally:
         await sql.close()
@@ -191,11 +182,7 @@ async def test_retention_removes_stored_trees_with_their_entries(start_service: 
         await _stored_at(sql, lost, 100)
         assert "retained_from" not in await _json(first, lost)
         await sql.execute("SELECT retention_roll()")  # the session's piece closes now
-
-        async def folded() -> bool:
-            return bool(await sql.fetchval("SELECT (SELECT position FROM stats_folded) >= (SELECT max(position) FROM events)"))
-
-        await _until(folded)
+        await until(lambda: folded(sql))
         first.stop()
         window = 1.0
         svc = await start_service(
@@ -205,14 +192,14 @@ async def test_retention_removes_stored_trees_with_their_entries(start_service: 
         async def removed() -> bool:
             return int(await sql.fetchval("SELECT count(*) FROM events WHERE session_id = $1", lost)) == 0
 
-        await _until(removed)
+        await until(removed)
         tree = await _json(svc, lost)  # never the stored tree: it lost its entries
         assert tree["children"] == [] and tree["start"] == TS and isinstance(tree["retained_from"], int)
 
         async def pruned() -> bool:
             return await _stored_count(sql, lost) is None
 
-        await _until(pruned)  # and it does not outlive them
+        await until(pruned)  # and it does not outlive them
         svc.stop()
         # A new session after the removal is stored and served as usual.
         last = await start_service(*STORE, database_url=first.database_url)
@@ -244,7 +231,7 @@ async def test_a_stored_tree_hidden_by_retention_is_not_served_before_its_prune(
         async def pruned() -> bool:
             return await _stored_count(sql, session) is None
 
-        await _until(pruned)
+        await until(pruned)
     finally:
         await sql.close()
 
@@ -270,7 +257,7 @@ async def test_a_service_killed_in_the_middle_of_a_build_leaves_it_to_the_next(s
         async def waiting() -> bool:
             return int(await sql.fetchval(building)) > 0
 
-        await _until(waiting)
+        await until(waiting)
         svc.signal(signal.SIGKILL)
         assert svc.wait() == -signal.SIGKILL
         await holder.execute("COMMIT")
@@ -278,7 +265,7 @@ async def test_a_service_killed_in_the_middle_of_a_build_leaves_it_to_the_next(s
         async def gone() -> bool:  # the orphaned step ran on, found its client gone, rolled back
             return int(await sql.fetchval(running)) == 0
 
-        await _until(gone)
+        await until(gone)
         assert await _stored_count(sql, session) is None  # nothing of the killed step was kept
         svc.start()
         assert len((await _json(svc, session))["children"]) == 120
