@@ -775,6 +775,7 @@
   window.eventAnalytics = {
     get liveApplied() { return st.liveApplied; },
     get window() { return { from: st.from, to: st.to, bucket: st.bucket }; },
+    get breakdown() { return { name: st.bdName, key: st.bdKey, visible: st.visible, seq: st.seq }; },
   };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', bind);

@@ -131,7 +131,13 @@ async def test_breakdown_chart_of_a_chosen_name_and_key(browser: Browser, start_
         await expect(names.locator("option")).to_have_count(3)  # the prompt, checkout, view
         await names.select_option("checkout")
         keys = page.get_by_test_id("an-bd-key")
-        await expect(keys.locator("option")).to_have_text(["choose a key…", "n", "plan"])
+        try:
+            await expect(keys.locator("option")).to_have_text(["choose a key…", "n", "plan"])
+        except AssertionError as exc:  # seen once under a CPU hog: say what the page held
+            state = await page.evaluate(
+                "() => ({analytics: window.eventAnalytics.breakdown, chosen: document.getElementById('an-bd-name').value})"
+            )
+            raise AssertionError(f"{exc}\npage state: {state}") from exc
         await keys.select_option("plan")
         bars = page.locator('#an-breakdown [data-testid="an-bd-bar"]')
         await expect(bars).to_have_count(3)  # "free", "pro", and the event without data
