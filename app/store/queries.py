@@ -125,14 +125,17 @@ ENCODED_CHILDREN = """
              WHERE e.session_id = s.id AND e.type = 'EVENT'),
            ''), 'UTF8')"""
 
+# Session s lost entries to retention: it was first seen before retained_from.
+_LOST_TO_RETENTION = "EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)"
+
 # A stored tree is current when it was built at the session's present version and
 # the session lost nothing to retention (schema/008_session_trees.sql), all read in
 # this statement's snapshot.
-_STORED_CURRENT = """
+_STORED_CURRENT = f"""
         t.event_count = s.event_count
         AND t.start_ms IS NOT DISTINCT FROM s.start_ms
         AND t.end_ms IS NOT DISTINCT FROM s.end_ms
-        AND NOT EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)"""
+        AND NOT {_LOST_TO_RETENTION}"""
 
 # A whole tree of fewer than $2 EVENTs in one round trip: the stored one when it is
 # current (one row, no events read), else encoded from events (ENCODED_CHILDREN),
@@ -531,7 +534,7 @@ WITH due AS (
       FROM sessions s
       JOIN due ON due.session_id = s.id
      WHERE s.event_count >= $4 AND s.event_count < $2
-       AND NOT EXISTS (SELECT 1 FROM retention_state r WHERE s.first_seen < r.retained_from)
+       AND NOT {_LOST_TO_RETENTION}
     ON CONFLICT (session_id) DO UPDATE
        SET start_ms = EXCLUDED.start_ms, end_ms = EXCLUDED.end_ms, event_count = EXCLUDED.event_count,
            children = EXCLUDED.children, built_at = EXCLUDED.built_at

@@ -30,6 +30,17 @@ async def _count(sql: asyncpg.Connection, session: str) -> int:
     return int(await sql.fetchval("SELECT count(*) FROM events WHERE session_id = $1", session))
 
 
+_PENDING = "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)"
+
+
+async def _roll(sql: asyncpg.Connection) -> str:
+    """Close the piece in use (as the service does every tenth of a window) once the fold has
+    counted it, so that it can be marked: its name."""
+    await sql.execute("SELECT retention_roll()")
+    await until(lambda: folded(sql))
+    return str(await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1"))
+
+
 async def _events_bytes(sql: asyncpg.Connection) -> int:
     return int(
         await sql.fetchval(
@@ -230,22 +241,19 @@ async def test_a_detach_cut_halfway_is_finalized_by_the_next_run(start_service: 
     try:
         session = new_session()
         await upload(svc.ws_url, session, [{"type": "SESSION_START", "timestamp": TS}, event("pending", TS)])
-        await sql.execute("SELECT retention_roll()")
-        await until(lambda: folded(sql))
-        piece = await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1")
+        piece = await _roll(sql)
         assert piece in [r[0] for r in await sql.fetch("SELECT * FROM retention_mark(0)")]
         # A reader that started before the detach makes its second step wait.
         async with reader.transaction():
             await reader.fetchval("SELECT count(*) FROM events")
             detach = asyncio.ensure_future(detacher.execute(f"ALTER TABLE events DETACH PARTITION {piece} CONCURRENTLY"))
-            pending = "SELECT inhdetachpending FROM pg_inherits WHERE inhrelid = to_regclass($1)"
-            await until(lambda: _true(sql.fetchval(pending, piece)))
+            await until(lambda: _true(sql.fetchval(_PENDING, piece)))
             await sql.execute("SELECT pg_terminate_backend($1)", detacher.get_server_pid())
             try:
                 await detach
             except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError):
                 pass
-        assert await sql.fetchval(pending, piece) is True
+        assert await sql.fetchval(_PENDING, piece) is True
         svc.stop()
         again = Service(url, *RETENTION)
         again.start()
@@ -325,10 +333,14 @@ async def _removed_since(sql: asyncpg.Connection, before: object) -> bool:
 # where a real removal of a big piece spends its time: the fault lands mid-removal
 # by construction, not by timing.
 LONG_RETENTION = ("--retention-days", "1", "--retention-check-seconds", "0.2")
-_PENDING = "SELECT i.inhdetachpending FROM pg_inherits i WHERE i.inhrelid = to_regclass($1)"
 _DETACHING = (
     "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE 'ALTER TABLE events DETACH PARTITION %' AND wait_event_type = 'Lock'"
 )
+
+
+async def _make_due(sql: asyncpg.Connection, piece: str) -> None:
+    """Past a day's window: its closing time moved back, which is what the service reads to decide."""
+    await sql.execute("UPDATE retention_pieces SET closed_at = closed_at - interval '2 days' WHERE name = $1", piece)
 
 
 async def _old_piece_mid_removal(svc: Service, sql: asyncpg.Connection, reader: asyncpg.Connection) -> tuple[str, str, int]:
@@ -340,12 +352,10 @@ async def _old_piece_mid_removal(svc: Service, sql: asyncpg.Connection, reader: 
         await upload(svc.ws_url, old, [{"type": "SESSION_START", "timestamp": TS}] + [event("old", TS + i) for i in range(500)])
     )[0]["accepted"] == 501
     first = int(await sql.fetchval("SELECT min(position) FROM events WHERE session_id = $1", old))
-    await sql.execute("SELECT retention_roll()")
-    piece = str(await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1"))
-    await until(lambda: folded(sql))
+    piece = await _roll(sql)
     await reader.execute("BEGIN")
     await reader.fetchval("SELECT count(*) FROM events")
-    await sql.execute("UPDATE retention_pieces SET closed_at = closed_at - interval '2 days' WHERE name = $1", piece)
+    await _make_due(sql, piece)
     await until(lambda: _true(sql.fetchval(_PENDING, piece)))
     await until(lambda: _true(sql.fetchval(_DETACHING)))
     # Held: the piece is out of events' view (as a pending detach is) but still holds every entry.
@@ -390,10 +400,8 @@ async def test_the_service_killed_with_sigkill_in_the_middle_of_a_removal(start_
         assert summary["errored"].get("connection_lost", 0) >= 1, summary  # type: ignore[union-attr]
         await _finished(sql, victim, piece, old, first)
         # The restarted process removes what is due next, with no failed check.
-        await sql.execute("SELECT retention_roll()")
-        due = str(await sql.fetchval("SELECT name FROM retention_pieces WHERE closed_at IS NOT NULL ORDER BY lo DESC LIMIT 1"))
-        await until(lambda: folded(sql))
-        await sql.execute("UPDATE retention_pieces SET closed_at = closed_at - interval '2 days' WHERE name = $1", due)
+        due = await _roll(sql)
+        await _make_due(sql, due)
         await until(lambda: _gone(sql, due))
     finally:
         await reader.close()
