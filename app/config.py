@@ -156,6 +156,13 @@ class Settings:
         3.0, STREAM, "seconds any query of the LISTEN hub may take before its connection is replaced", above=0
     )
 
+    breakdown_rollups: int = setting(
+        8,
+        DATABASE,
+        "(name, key) pairs of /stats/breakdown kept as rollups, each from the first time it is asked for (0: none)",
+        minimum=0,
+    )
+
     rejected_max_rows: int = setting(10_000, DATABASE, "rejected batches kept for inspection (oldest pruned)", minimum=0)
     rejected_max_frame_bytes: int = setting(4_096, DATABASE, "bytes of each rejected frame kept", minimum=0)
 

@@ -23,6 +23,7 @@ from app.codes import ErrorCode
 from app.errors import error_response
 from app.reads import find
 from app.reads import stats as st
+from app.services import Services
 from app.store import store
 
 Params = Mapping[str, Sequence[str]]
@@ -205,7 +206,9 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
     ids = await store.stats_name_ids(conn, [wanted.name])
     groups: list[store.BreakdownGroup] = []
     if wanted.name in ids:
-        groups = await store.stats_breakdown(conn, ids[wanted.name], rng.start, rng.end, wanted.key, wanted.limit)
+        groups = await store.stats_breakdown(
+            conn, ids[wanted.name], rng.start, rng.end, wanted.key, wanted.limit, st.hour_split(rng)
+        )
     values = sorted((g for g in groups if g.kind == 0), key=lambda g: (-g.events, g.value or ""))
     rest = {g.kind: {"events": g.events, "sessions": g.sessions} for g in groups if g.kind != 0}
     empty = {"events": 0, "sessions": 0}
@@ -226,7 +229,18 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
     return await with_retained_from(conn, body, rng.start)
 
 
-def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+async def _register_breakdown(services: Services, options: dict[str, Any]) -> None:
+    """A pair asked for gets a rollup (up to BREAKDOWN_ROLLUPS pairs), so that the next
+    answers read whole hours from it; this one reads what is folded so far (maybe
+    nothing: its figures are the same either way)."""
+    wanted: find.Breakdown = options["breakdown"]
+    if services.settings.breakdown_rollups:
+        await store.breakdown_register(services.pool, wanted.name, wanted.key, services.settings.breakdown_rollups)
+
+
+def _endpoint(
+    parse: Parser, handler: Handler, before: Callable[[Services, dict[str, Any]], Awaitable[None]] | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         params: dict[str, list[str]] = {}
         for key, value in request.query_params.multi_items():
@@ -236,8 +250,10 @@ def _endpoint(parse: Parser, handler: Handler) -> Callable[[Request], Awaitable[
             options = parse(params, rng)
         except st.BadParameter as exc:
             return error_response(400, exc.code, exc.message)
-        pool: asyncpg.Pool = request.app.state.services.pool
-        async with store.snapshot(pool, timeout=10) as conn:
+        services: Services = request.app.state.services
+        if before is not None:  # writes that must precede the read-only snapshot
+            await before(services, options)
+        async with store.snapshot(services.pool, timeout=10) as conn:
             await store.stats_settings(conn)
             body = await handler(conn, options, rng)
         return Response(orjson.dumps(body), media_type="application/json")
@@ -250,5 +266,5 @@ routes = [
     Route("/stats/timeseries", _endpoint(_timeseries_options, _timeseries), methods=["GET"]),
     Route("/stats/names", _endpoint(_names_options, _names), methods=["GET"]),
     Route("/stats/funnel", _endpoint(_funnel_options, _funnel), methods=["GET"]),
-    Route("/stats/breakdown", _endpoint(_breakdown_options, _breakdown), methods=["GET"]),
+    Route("/stats/breakdown", _endpoint(_breakdown_options, _breakdown, _register_breakdown), methods=["GET"]),
 ]

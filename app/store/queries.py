@@ -235,6 +235,9 @@ LISTEN_CHANNEL = "eventservice_events"
 STATS_FOLD = "SELECT stats_fold()"
 # The same in a slice of at most $1 events, one short transaction each (app/store/watch.py).
 STATS_FOLD_UP_TO = "SELECT stats_fold_up_to($1)"
+# The breakdown rollups' share (schema/010): each pair's next $1 events up to the
+# fold's watermark; true once every pair has reached it.
+BREAKDOWN_FOLD_UP_TO = "SELECT breakdown_fold_up_to($1)"
 
 # For the stats transaction only: room to sort and hash in memory, and a plan made
 # for each request's own range. A prepared statement otherwise switches to one
@@ -475,6 +478,84 @@ UNION ALL
 SELECT 2, NULL, coalesce(sum(n), 0)::bigint, count(DISTINCT session_id) FROM pairs WHERE v IS NULL
 """
 
+# The pair's rollup (schema/010_breakdown_rollups.sql), when it has one: its id and
+# the last position it includes, read in the response's snapshot.
+BREAKDOWN_KEY = "SELECT id, through FROM breakdown_keys WHERE name_id = $1 AND key = $2"
+# Gives the pair a rollup while fewer than $3 pairs have one; false: none for it.
+BREAKDOWN_REGISTER = "SELECT breakdown_register($1, $2, $3)"
+# STATS_BREAKDOWN's rows ($1: name id, $2: key, $3: limit) for a pair with a rollup ($10: its id, $11: the position it
+# includes up to), split as STATS_NAME_SESSIONS: whole hours [$4, $5), partial hours
+# [$6, $7) and [$8, $9). The whole hours come from the rollup for the EVENTs up to
+# $11: events per value added up, distinct sessions per value as the presences in
+# [$4, $5) whose previous one lies before $4. The rest (the partial hours, and the
+# events past $11 in the whole hours) is read from events and counted per (value,
+# session), as STATS_BREAKDOWN does; such a pair adds a session unless the rollup
+# has a presence of it in the whole hours (a primary-key probe; `OFFSET 0` keeps it
+# one: hashing the range's presences instead read 221 MiB for 24 h). The rest's distinct
+# sessions: the presences in [$4, $5) of the values past the limit (by value, the
+# presences' primary key) and the pairs read from events, counted once.
+STATS_BREAKDOWN_ROLLUP = """
+WITH raw AS MATERIALIZED (
+    SELECT v, session_id, count(*) AS n
+      FROM (SELECT (data -> $2::text)::jsonb AS v, session_id
+              FROM events
+             WHERE type = 'EVENT' AND name_id = $1 AND (ts >= $6 AND ts < $7 OR ts >= $8 AND ts < $9)
+            UNION ALL
+            SELECT (data -> $2::text)::jsonb, session_id
+              FROM events
+             WHERE position > $11 AND type = 'EVENT' AND name_id = $1 AND ts >= $4 AND ts < $5) AS e
+     GROUP BY 1, 2
+), raw_ids AS MATERIALIZED (
+    SELECT r.v, r.session_id, r.n,
+           CASE WHEN r.v IS NULL THEN 0
+                ELSE (SELECT b.id FROM breakdown_values b
+                       WHERE b.key_id = $10 AND jsonb_hash(b.value) = jsonb_hash(r.v) AND b.value = r.v) END AS value_id
+      FROM raw r
+), rolled AS (
+    SELECT value_id, sum(events) AS events, sum(sessions) AS sessions
+      FROM (SELECT value_id, events, 0 AS sessions FROM breakdown_event_hours
+             WHERE key_id = $10 AND hour_ms >= $4 AND hour_ms < $5
+            UNION ALL
+            SELECT value_id, 0, sessions FROM breakdown_session_hours
+             WHERE key_id = $10 AND hour_ms >= $4 AND hour_ms < $5 AND prev_hour_ms < $4) AS h
+     GROUP BY value_id
+), groups AS (
+    SELECT v, sum(events)::bigint AS events, sum(sessions)::bigint AS sessions
+      FROM (SELECT b.value AS v, r.events, r.sessions
+              FROM rolled r LEFT JOIN breakdown_values b ON b.id = r.value_id
+            UNION ALL
+            SELECT v, n,
+                   CASE WHEN value_id IS NOT NULL
+                         AND EXISTS (SELECT 1 FROM breakdown_presences p
+                                      WHERE p.key_id = $10 AND p.value_id = raw_ids.value_id
+                                        AND p.session_id = raw_ids.session_id AND p.hour_ms >= $4 AND p.hour_ms < $5
+                                      OFFSET 0)
+                        THEN 0 ELSE 1 END
+              FROM raw_ids) AS x
+     GROUP BY v
+    HAVING sum(events) > 0
+), top AS MATERIALIZED (
+    SELECT v, events, sessions, v::text COLLATE "C" AS label FROM groups WHERE v IS NOT NULL ORDER BY events DESC, label LIMIT $3
+), rest_ids AS (
+    SELECT b.id FROM breakdown_values b
+     WHERE b.key_id = $10 AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = b.value)
+)
+SELECT 0 AS kind, label AS value, events, sessions FROM top
+UNION ALL
+SELECT 1, NULL,
+       (SELECT coalesce(sum(events), 0) FROM groups g
+         WHERE g.v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = g.v))::bigint,
+       (SELECT count(DISTINCT session_id)
+          FROM (SELECT p.session_id FROM breakdown_presences p
+                 WHERE p.key_id = $10 AND p.value_id = ANY(ARRAY(SELECT id FROM rest_ids))
+                   AND p.hour_ms >= $4 AND p.hour_ms < $5
+                UNION ALL
+                SELECT session_id FROM raw_ids r
+                 WHERE r.v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = r.v)) AS s)
+UNION ALL
+SELECT 2, NULL, coalesce(sum(events), 0)::bigint, coalesce(sum(sessions), 0)::bigint FROM groups WHERE v IS NULL
+"""
+
 # Per bucket of $5 ms: the EVENTs of name $1 in [$2, $3) whose key $4 has one of the
 # values $6 (jsonb texts; `value` is its 1-based index there), for ?bucket=.
 STATS_BREAKDOWN_BUCKETS = f"""
@@ -602,8 +683,17 @@ SELECT (extract(epoch FROM r.retained_from) * 1000)::bigint
  WHERE s.id = $1 AND s.first_seen < r.retained_from
 """
 STREAM_REMOVED_THROUGH = "SELECT removed_through FROM retention_state"
-# Name presences of the hours before retained_from's hour, a slice at a time.
+# Name presences and breakdown presences (schema/010) of the hours before
+# retained_from's hour, a slice of each at a time; the larger count of the two.
 RETENTION_PRUNE_PRESENCES = """
-DELETE FROM stats_name_session_hours
- WHERE ctid = ANY(ARRAY(SELECT ctid FROM stats_name_session_hours WHERE hour_ms < $1 LIMIT $2))
+WITH names AS (
+    DELETE FROM stats_name_session_hours
+     WHERE ctid = ANY(ARRAY(SELECT ctid FROM stats_name_session_hours WHERE hour_ms < $1 LIMIT $2))
+    RETURNING 1
+), pairs AS (
+    DELETE FROM breakdown_presences
+     WHERE ctid = ANY(ARRAY(SELECT ctid FROM breakdown_presences WHERE hour_ms < $1 LIMIT $2))
+    RETURNING 1
+)
+SELECT greatest((SELECT count(*) FROM names), (SELECT count(*) FROM pairs))
 """

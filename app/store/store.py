@@ -381,6 +381,13 @@ async def stats_fold_up_to(conn: asyncpg.Connection, max_events: int, timeout: f
 
 
 @_translated
+async def breakdown_fold_up_to(conn: asyncpg.Connection, max_events: int, timeout: float) -> bool:
+    """One slice of every breakdown rollup behind the watermark; True: none is behind."""
+    async with conn.transaction(isolation="read_committed"):
+        return bool(await conn.fetchval(queries.BREAKDOWN_FOLD_UP_TO, max_events, timeout=timeout))
+
+
+@_translated
 async def stats_watermark(conn: asyncpg.Connection) -> int:
     """The last stream position the rollups and presences count (schema/005_stats_sessions.sql)."""
     return int(await conn.fetchval(queries.STATS_WATERMARK))
@@ -543,10 +550,31 @@ class BreakdownGroup(NamedTuple):
 
 
 @_translated
+async def breakdown_register(pool: asyncpg.Pool, name: str, key: str, at_most: int) -> bool:
+    """Gives (name, key) a rollup (schema/010_breakdown_rollups.sql) while fewer than
+    at_most pairs have one. Its own short transaction, before the reader's snapshot:
+    that one is read-only, and a rollup that is new has nothing folded yet anyway."""
+    async with connection(pool) as conn:
+        return bool(await conn.fetchval(queries.BREAKDOWN_REGISTER, name, key, at_most))
+
+
+@_translated
 async def stats_breakdown(
-    conn: asyncpg.Connection, name_id: int, start: int, end: int, key: str, limit: int
+    conn: asyncpg.Connection,
+    name_id: int,
+    start: int,
+    end: int,
+    key: str,
+    limit: int,
+    split: tuple[int, int, int, int, int, int],
 ) -> list[BreakdownGroup]:
-    rows = await conn.fetch(queries.STATS_BREAKDOWN, name_id, start, end, key, limit)
+    """From the pair's rollup and the events it does not include, or from the events
+    alone when the pair has none; `split` is app/reads/stats.py hour_split."""
+    rollup = await conn.fetchrow(queries.BREAKDOWN_KEY, name_id, key)
+    if rollup is None:
+        rows = await conn.fetch(queries.STATS_BREAKDOWN, name_id, start, end, key, limit)
+    else:
+        rows = await conn.fetch(queries.STATS_BREAKDOWN_ROLLUP, name_id, key, limit, *split, *rollup)
     return [BreakdownGroup(int(r[0]), r[1], int(r[2]), int(r[3])) for r in rows]
 
 
@@ -669,8 +697,7 @@ async def retention_state(conn: asyncpg.Connection) -> RetentionState | None:
 
 @_translated
 async def retention_prune_presences(conn: asyncpg.Connection, before_hour_ms: int, at_most: int) -> int:
-    status = await conn.execute(queries.RETENTION_PRUNE_PRESENCES, before_hour_ms, at_most)
-    return int(status.split()[-1])
+    return int(await conn.fetchval(queries.RETENTION_PRUNE_PRESENCES, before_hour_ms, at_most))
 
 
 @_translated

@@ -11,6 +11,8 @@ second in slices of FOLD_SLICE events up to the head it saw, rather than inside 
 writer's statement: the writers are serialised, so
 every millisecond spent there is ingest throughput lost, while here it runs beside
 them. Readers add up whatever is not folded yet, so how often only bounds that.
+The breakdown rollups (schema/010_breakdown_rollups.sql) follow the same watermark,
+in slices of their own after the stats fold's.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ FOLD_SECONDS = 0.25
 # (ACK p99 spikes). Slices of this size take ~10 ms each.
 FOLD_SLICE = 10_000
 FOLD_MAX_SLICES = 1_000  # with the slice above, as much as one stats_fold() call (1,000,000 events)
+# Breakdown rollup slices per fold: a pair catching up on a large database takes
+# several folds, and the stats fold goes on between them.
+BREAKDOWN_FOLD_MAX_SLICES = 100
 FOLD_TIMEOUT_SECONDS = 300.0  # one fold covers at most 1,000,000 events: seconds, not minutes
 
 
@@ -124,6 +129,11 @@ class Watch(Background):
                 for _ in range(FOLD_MAX_SLICES):
                     await store.stats_fold_up_to(conn, FOLD_SLICE, FOLD_TIMEOUT_SECONDS)
                     if head is None or await store.stats_watermark(conn) >= head:
+                        break
+                # Then the breakdown rollups, in slices of their own: a pair asked for
+                # on a large database catches up over many of them (and folds).
+                for _ in range(BREAKDOWN_FOLD_MAX_SLICES):
+                    if await store.breakdown_fold_up_to(conn, FOLD_SLICE, FOLD_TIMEOUT_SECONDS):
                         break
         except DatabaseUnavailable:
             raise  # an outage: the loop retries quietly

@@ -24,6 +24,8 @@ from test.support.waits import folded, until
 WINDOW = 3.0
 RETENTION = ("--retention-days", str(WINDOW / 86_400), "--retention-check-seconds", "0.2")
 TS = 1_700_000_000_000
+HOUR_MS = 3_600_000
+RETAINED_FROM_MS = "SELECT (extract(epoch FROM retained_from) * 1000)::bigint FROM retention_state"
 
 
 async def _count(sql: asyncpg.Connection, session: str) -> int:
@@ -142,6 +144,41 @@ async def test_answers_say_what_retention_removed(start_service: StartService) -
         status, ready = await readyz(svc.url)
         assert status == 200 and ready["retained_from"] >= retained_from
         assert await metric(svc.url, "eventservice_retention_retained_from_seconds") * 1000 >= retained_from
+    finally:
+        await sql.close()
+
+
+async def _presences(sql: asyncpg.Connection, before_hour_ms: int | None = None) -> int:
+    return int(
+        await sql.fetchval("SELECT count(*) FROM breakdown_presences WHERE $1::bigint IS NULL OR hour_ms < $1", before_hour_ms)
+    )
+
+
+async def _presences_at_least(sql: asyncpg.Connection, count: int) -> bool:
+    return await _presences(sql) >= count
+
+
+async def _no_presences_before(sql: asyncpg.Connection, hour_ms: int) -> bool:
+    return await _presences(sql, hour_ms) == 0
+
+
+async def test_breakdown_presences_follow_the_window(start_service: StartService) -> None:
+    svc = await start_service(*RETENTION)
+    sql = await asyncpg.connect(svc.database_url)
+    try:
+        lost = new_session()
+        await upload(svc.ws_url, lost, [event("gone", TS, data={"k": "x"})])
+        # Asked for before the rest arrives: the pair's rollup folds it with the stats.
+        status, _ = await _get(f"{svc.url}/stats/breakdown?from=0&to={TS + HOUR_MS}&name=gone&key=k")
+        assert status == 200
+        await upload(svc.ws_url, lost, [event("gone", TS + i * HOUR_MS, data={"k": i % 3}) for i in range(5)])
+        await until(lambda: _presences_at_least(sql, 5))
+        await until(lambda: _awaitable_zero(sql, lost))
+        retained_from = int(await sql.fetchval(RETAINED_FROM_MS))
+        await until(lambda: _no_presences_before(sql, retained_from - retained_from % HOUR_MS))
+        # The answer says that it reaches before what is retained.
+        status, body = await _get(f"{svc.url}/stats/breakdown?from=0&to={TS + 6 * HOUR_MS}&name=gone&key=k")
+        assert status == 200 and body["retained_from"] == retained_from
     finally:
         await sql.close()
 

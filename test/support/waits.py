@@ -20,3 +20,12 @@ async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> 
 async def folded(sql: asyncpg.Connection) -> bool:
     """Whether the stats fold has counted every entry (retention removes only counted pieces)."""
     return bool(await sql.fetchval("SELECT (SELECT position FROM stats_folded) >= (SELECT max(position) FROM events)"))
+
+
+async def breakdowns_folded(sql: asyncpg.Connection) -> bool:
+    """Whether every breakdown rollup (schema/010) has counted every entry."""
+    return bool(
+        await sql.fetchval(
+            "SELECT coalesce((SELECT min(through) FROM breakdown_keys) >= (SELECT max(position) FROM events), true)"
+        )
+    )

@@ -60,6 +60,8 @@ def test_every_number_has_a_lower_bound_and_every_default_is_allowed() -> None:
         ({"HOST": "   "}, "HOST", "non-empty"),
         ({"ALLOWED_ORIGINS": "example.com"}, "ALLOWED_ORIGINS", "scheme://host"),
         ({"POOL_MIN_SIZE": "20"}, "POOL_MIN_SIZE", "exceeds its maximum (10)"),
+        ({"BREAKDOWN_ROLLUPS": "-1"}, "BREAKDOWN_ROLLUPS", "at least 0"),
+        ({"BREAKDOWN_ROLLUPS": "many"}, "BREAKDOWN_ROLLUPS", "an integer"),
     ],
 )
 def test_a_bad_environment_value_names_the_variable_and_what_is_allowed(env: dict[str, str], named: str, says: str) -> None:
@@ -79,6 +81,7 @@ def test_a_bad_environment_value_names_the_variable_and_what_is_allowed(env: dic
         (["--workers", "0"], "--workers"),
         (["--max-batch-events", "-5"], "--max-batch-events"),
         (["--pool-max-size", "1"], "--pool-max-size"),
+        (["--breakdown-rollups", "-1"], "--breakdown-rollups"),
     ],
 )
 def test_a_bad_flag_names_the_flag(argv: list[str], named: str) -> None:
