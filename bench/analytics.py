@@ -12,6 +12,7 @@ their rows and the time PostgreSQL spent.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import time
@@ -170,6 +171,30 @@ async def timed(http: aiohttp.ClientSession, url: str, count: int) -> tuple[Reco
     return rec, body
 
 
+async def _rollup_plans(
+    conn: asyncpg.Connection, name_id: int, key: str, rng: st.Range, notes: list[str]
+) -> list[tuple[str, list[Any]]]:
+    """Waits for the pair's rollup (schema/010_breakdown_rollups.sql) to reach the fold's
+    watermark, notes how long that took, and gives the plan of the read that uses it."""
+    started = time.monotonic()
+    while True:
+        row = await conn.fetchrow(
+            "SELECT k.id, k.through, k.through >= f.position AS caught_up FROM breakdown_keys k, stats_folded f"
+            " WHERE k.name_id = $1 AND k.key = $2",
+            name_id,
+            key,
+        )
+        if row is None:
+            raise RuntimeError("the breakdown did not give its pair a rollup: is BREAKDOWN_ROLLUPS 0?")
+        if row["caught_up"]:
+            break
+        await asyncio.sleep(0.5)
+    if (waited := time.monotonic() - started) > 1:
+        notes.append(f"- The rollup of (view, path) caught up with every event in {waited:.0f} s after it was first asked for.")
+    args = [name_id, key, 20, *st.hour_split(rng), row["id"], row["through"]]
+    return [("values by path from the rollup", [queries.STATS_BREAKDOWN_ROLLUP, *args])]
+
+
 async def _find_sessions(http: aiohttp.ClientSession, base: str, day: st.Range, count: int) -> Row:
     """GET /sessions?name=checkout&from=<24 h ago>: the first page (50), as a person searching would."""
     url = f"{base}/sessions?{urlencode([('name', 'checkout'), ('from', day.start)])}"
@@ -308,6 +333,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                         continue
                     url = f"{svc.http}/stats/{path}?{urlencode(params)}"
                     await timed(http, url, 1)  # warm the caches and the prepared statements
+                    if path == "breakdown":  # the first request gave the pair a rollup: measured once it has caught up
+                        plans = await _rollup_plans(conn, name_ids["view"], "path", rng, notes)
                     rec, body = await timed(http, url, count)
                     p50, p99 = rec.p50_p99_ms()
                     row: Row = {"query": name, "range": label, "requests": count, "p50 ms": p50, "p99 ms": p99}

@@ -6,6 +6,9 @@ import argparse
 import dataclasses
 from typing import Any
 
+from app.store import db as app_db
+from app.store import queries
+
 from . import ceilings, wsload
 from .report import Row, disturbed, emit, is_disturbed
 from .service import Database, Meter, Service, mib, service
@@ -34,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-chunk", type=int, default=10_000, help="rows per COPY, each its own commit (default 10000)")
     p.add_argument("--tx-events", type=int, default=2000, help="events for the one-transaction-per-event ceiling")
     p.add_argument("--no-ceilings", action="store_true", help="skip the raw PostgreSQL ceilings")
+    p.add_argument(
+        "--breakdown",
+        action="append",
+        default=[],
+        metavar="NAME:KEY",
+        help="give this (name, key) pair a breakdown rollup before the runs, as a first /stats/breakdown would "
+        "(repeatable; the events' names are name00..name19, their keys path (50 values a name) and i (unique))",
+    )
 
 
 def config(args: argparse.Namespace) -> wsload.IngestConfig:
@@ -87,12 +98,30 @@ async def phase(
     return res, meter.result
 
 
+async def _register_breakdowns(url: str, pairs: list[str]) -> str:
+    """The pairs' rollups (schema/010_breakdown_rollups.sql), their names made first."""
+    conn = await app_db.connect(url)
+    try:
+        for pair in pairs:
+            name, _, key = pair.partition(":")
+            if not name or not key:
+                raise SystemExit(f"--breakdown {pair!r}: give NAME:KEY")
+            await conn.fetchval("SELECT event_name_id($1)", name)
+            if not await conn.fetchval(queries.BREAKDOWN_REGISTER, name, key, 1_000_000):
+                raise SystemExit(f"--breakdown {pair!r}: no rollup was made")
+    finally:
+        await conn.close()
+    return f"Breakdown rollups kept during the runs: {', '.join(pairs)}."
+
+
 async def main(args: argparse.Namespace, db: Database) -> None:
     base = config(args)
     sids = wsload.session_ids(base.sessions)
     rows: list[Row] = []
     notes: list[str] = []
     async with service(db, workers=args.workers, extra_args=args.server_arg) as svc:
+        if args.breakdown:
+            notes.append(await _register_breakdowns(db.url, args.breakdown))
         runs: list[tuple[str, float | None]]
         if args.rate == "off":
             runs = [("max", None)]

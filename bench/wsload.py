@@ -63,7 +63,9 @@ def make_event(g: int, i: int, batch: int, sid: str | None) -> dict[str, Any]:
     elif i == batch - 1 and batch > 2:
         ev = {"type": "SESSION_END", "timestamp": BASE_TS + g}
     else:
-        ev = {"type": "EVENT", "timestamp": BASE_TS + g, "name": NAMES[g % len(NAMES)], "data": {"i": g}}
+        # `i` is unique; `path` one of 50 per name (what a breakdown groups by: --breakdown).
+        data = {"i": g, "path": f"/p/{g // len(NAMES) % 50}"}
+        ev = {"type": "EVENT", "timestamp": BASE_TS + g, "name": NAMES[g % len(NAMES)], "data": data}
     if sid is not None:
         ev["session_id"] = sid
     return ev
