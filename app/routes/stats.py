@@ -199,8 +199,9 @@ def _breakdown_options(params: Params, rng: st.Range) -> dict[str, Any]:
 
 
 async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.Range) -> dict[str, Any]:
-    """Values, other and missing from one pass over the name's events in the range; the
-    series (with ?bucket=) from a second pass in the same snapshot."""
+    """Values, other and missing from one read, the series (with ?bucket=) from a second
+    one in the same snapshot: of the pair's rollup and the events it has not counted
+    when it has one (schema/010), else of the name's events in the range."""
     wanted: find.Breakdown = options["breakdown"]
     body: dict[str, Any] = {"from": rng.start, "to": rng.end, "name": wanted.name, "key": wanted.key}
     ids = await store.stats_name_ids(conn, [wanted.name])
@@ -221,7 +222,16 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
         labels = [g.value or "null" for g in values]
         counts: dict[int, dict[int, int]] = {}
         if labels:
-            counts = await store.stats_breakdown_buckets(conn, ids[wanted.name], rng.start, rng.end, wanted.key, size, labels)
+            counts = await store.stats_breakdown_buckets(
+                conn,
+                ids[wanted.name],
+                rng.start,
+                rng.end,
+                wanted.key,
+                size,
+                labels,
+                st.hour_split(rng) if size % st.HOUR_MS == 0 else None,
+            )
         starts = st.bucket_starts(rng, size)
         body["series"] = [
             {"value": orjson.Fragment(label), "points": st.points(starts, counts.get(i, {}))} for i, label in enumerate(labels)

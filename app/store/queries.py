@@ -556,6 +556,28 @@ UNION ALL
 SELECT 2, NULL, coalesce(sum(events), 0)::bigint, coalesce(sum(sessions), 0)::bigint FROM groups WHERE v IS NULL
 """
 
+# STATS_BREAKDOWN_BUCKETS for a pair with a rollup, when a bucket ($3 ms) is whole
+# hours (hour, day): the whole hours [$5, $6) from the rollup's events per hour and
+# value for what it counted (up to $12), the rest from events, as STATS_BREAKDOWN_ROLLUP
+# splits them ($7-$10 the partial hours, $11 the pair's id). $1: name id, $2: key, $4:
+# the values (jsonb texts; `value` is the 1-based index there).
+STATS_BREAKDOWN_BUCKETS_ROLLUP = """
+SELECT array_position($4::jsonb[], v) AS value, bucket, sum(n)::bigint AS events
+  FROM (SELECT b.value AS v, h.hour_ms - h.hour_ms % $3 AS bucket, h.events AS n
+          FROM breakdown_event_hours h JOIN breakdown_values b ON b.id = h.value_id
+         WHERE h.key_id = $11 AND h.hour_ms >= $5 AND h.hour_ms < $6
+        UNION ALL
+        SELECT (data -> $2::text)::jsonb, ts - ts % $3, 1
+          FROM events
+         WHERE type = 'EVENT' AND name_id = $1 AND (ts >= $7 AND ts < $8 OR ts >= $9 AND ts < $10)
+        UNION ALL
+        SELECT (data -> $2::text)::jsonb, ts - ts % $3, 1
+          FROM events
+         WHERE position > $12 AND type = 'EVENT' AND name_id = $1 AND ts >= $5 AND ts < $6) AS x
+ WHERE v = ANY($4::jsonb[])
+ GROUP BY 1, 2
+"""
+
 # Per bucket of $5 ms: the EVENTs of name $1 in [$2, $3) whose key $4 has one of the
 # values $6 (jsonb texts; `value` is its 1-based index there), for ?bucket=.
 STATS_BREAKDOWN_BUCKETS = f"""

@@ -580,11 +580,25 @@ async def stats_breakdown(
 
 @_translated
 async def stats_breakdown_buckets(
-    conn: asyncpg.Connection, name_id: int, start: int, end: int, key: str, size: int, values: list[str]
+    conn: asyncpg.Connection,
+    name_id: int,
+    start: int,
+    end: int,
+    key: str,
+    size: int,
+    values: list[str],
+    split: tuple[int, int, int, int, int, int] | None,
 ) -> dict[int, dict[int, int]]:
-    """Index into `values` (0-based) -> bucket start -> EVENTs; empty buckets absent."""
+    """Index into `values` (0-based) -> bucket start -> EVENTs; empty buckets absent.
+    From the pair's rollup when it has one and `split` is given (app/reads/stats.py
+    hour_split: only for buckets of whole hours, which hourly rows fall into)."""
+    rollup = await conn.fetchrow(queries.BREAKDOWN_KEY, name_id, key) if split is not None else None
+    if split is None or rollup is None:
+        rows = await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS, name_id, start, end, key, size, values)
+    else:
+        rows = await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS_ROLLUP, name_id, key, size, values, *split, *rollup)
     out: dict[int, dict[int, int]] = {}
-    for value, bucket, n in await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS, name_id, start, end, key, size, values):
+    for value, bucket, n in rows:
         out.setdefault(int(value) - 1, {})[int(bucket)] = int(n)
     return out
 
