@@ -11,7 +11,9 @@ Exactly once: a group is ACKed iff its transaction committed. Before COMMIT is
 sent a failure means "not stored" (unavailable, a resend is safe). Once COMMIT
 returned the group is ACKed whatever happens next. A failure of the COMMIT itself
 leaves the outcome unknown; it is resolved on a fresh connection by the
-transaction id read at BEGIN (txid_status), never guessed.
+transaction id read at BEGIN (txid_status), never guessed, and confirmed by the
+group's first row: after a database crash the id of a transaction that never
+reached the disk is handed out again, and txid_status then speaks for another one.
 """
 
 from __future__ import annotations
@@ -185,7 +187,7 @@ class Writer(Background):
         try:
             await store.commit(conn, timeout)
         except Exception as exc:
-            raise _CommitUnknown(xid, pid, outcomes) from exc
+            raise _CommitUnknown(xid, pid, outcomes, records[0] if records else None) from exc
         return outcomes
 
     async def _drop_silent(self, conn: asyncpg.Connection) -> None:
@@ -224,6 +226,9 @@ class Writer(Background):
             try:
                 while time.monotonic() < deadline:
                     status = await store.transaction_status(conn, unknown.xid, timeout=5)
+                    if status == "committed" and unknown.first is not None:
+                        if not await store.write_stored(conn, unknown.first, unknown.xid, timeout=5):
+                            return "aborted, its id reused after a restart"
                     if status != "in progress":
                         return status
                     if not terminated:
@@ -252,11 +257,12 @@ def _claim_key(session_id: str | None, batch_id: str) -> tuple[str, str]:
 class _CommitUnknown(Exception):
     """COMMIT was sent, no answer came back: committed or not is for _resolve to find out."""
 
-    def __init__(self, xid: int, pid: int, outcomes: list[Outcome]) -> None:
+    def __init__(self, xid: int, pid: int, outcomes: list[Outcome], first: Record | None) -> None:
         super().__init__(f"outcome of transaction {xid} unknown")
         self.xid = xid
         self.pid = pid
         self.outcomes = outcomes
+        self.first = first  # the first row copied (None: every batch was a duplicate, nothing copied)
 
 
 def _claims(group: list[_Pending]) -> dict[tuple[str, str], int]:
@@ -270,7 +276,7 @@ def _claims(group: list[_Pending]) -> dict[tuple[str, str], int]:
     return claims
 
 
-Record = tuple[str, str, int, int | None, str | None]
+Record = store.Record  # (session_id, type, ts, name_id, data)
 
 
 def _records(

@@ -46,6 +46,17 @@ COMMIT = "COMMIT"
 BEGIN_WRITE = "SELECT txid_current(), set_config('lock_timeout', $1, true)"
 # 'committed', 'aborted', 'in progress' (or NULL when too old to know).
 TXID_STATUS = "SELECT txid_status($1)"
+# Whether the row a write transaction ($6, 64-bit) copied first is stored by it: a
+# "committed" from txid_status alone is not proof after a crash. A transaction whose
+# WAL never reached the disk leaves no trace, the restarted server hands its id to
+# the next transaction, and txid_status then answers for that one (seen once in
+# test_retention's crash test: an ACKed group of 19 batches was not stored). The
+# row's content and its xmin together are (events_session_ts finds it).
+WRITE_STORED = """
+SELECT EXISTS (SELECT 1 FROM events
+                WHERE session_id = $1::uuid AND ts = $3 AND type = $2 AND name_id IS NOT DISTINCT FROM $4
+                  AND data::text IS NOT DISTINCT FROM $5 AND xmin = ($6::bigint % 4294967296)::text::xid)
+"""
 # Forces an unknown outcome to resolve: a backend still inside its transaction
 # aborts it when terminated (one already committing finishes its commit first).
 # Only that backend, and only while it still runs that transaction ($2, 64-bit).

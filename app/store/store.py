@@ -172,10 +172,12 @@ async def claim_batch_ids(
     return {(r[0], r[1]) for r in rows}
 
 
+# A row as the writer copies it: (session_id, type, ts, name_id, data as JSON text).
+Record = tuple[str, str, int, int | None, str | None]
+
+
 @_translated
-async def copy_events(
-    conn: asyncpg.Connection, records: list[tuple[str, str, int, int | None, str | None]], timeout: float
-) -> None:
+async def copy_events(conn: asyncpg.Connection, records: list[Record], timeout: float) -> None:
     """(session_id, type, ts, name_id, data) rows into events, by COPY."""
     await conn.copy_records_to_table(queries.EVENTS_TABLE, records=records, columns=queries.EVENTS_COPY_COLUMNS, timeout=timeout)
 
@@ -193,6 +195,12 @@ async def transaction_status(conn: asyncpg.Connection, xid: int, timeout: float)
     except asyncpg.InvalidParameterValueError:
         # "in the future": the database restarted without ever making it durable.
         return "aborted"
+
+
+@_translated
+async def write_stored(conn: asyncpg.Connection, record: Record, xid: int, timeout: float) -> bool:
+    """Whether transaction `xid` (64-bit) stored this (session_id, type, ts, name_id, data) row."""
+    return bool(await conn.fetchval(queries.WRITE_STORED, *record, xid, timeout=timeout))
 
 
 @_translated

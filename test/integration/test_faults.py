@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from app.store import db
+from app.store import db, store
 from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
 from test.support.invariants import run_load
 from test.support.postgres import StandalonePostgres
@@ -177,6 +177,26 @@ async def test_commit_whose_answer_is_lost_is_resolved_and_acked_once(
         await admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
         await admin.execute("SELECT pg_reload_conf()")
         await admin.close()
+
+
+async def test_a_committed_id_is_not_taken_for_proof_that_the_rows_are_stored(service: Service, sql: asyncpg.Connection) -> None:
+    """After a crash, the id of a transaction that never reached the disk is handed out
+    again, and txid_status answers "committed" for whatever got it (seen once in
+    test_retention's crash test). The writer then checks its first row: stored by
+    that very transaction, or not at all. Here the id is another transaction's."""
+    name_id = int(await sql.fetchval("SELECT event_name_id('probe')"))
+    first: store.Record = (new_session(), "EVENT", TS, name_id, '{"a": 1}')
+    async with sql.transaction():
+        mine = int(await sql.fetchval("SELECT txid_current()"))
+        await sql.execute("INSERT INTO events (session_id, type, ts, name_id, data) VALUES ($1, $2, $3, $4, $5)", *first)
+    async with sql.transaction():
+        other = int(await sql.fetchval("SELECT txid_current()"))
+        await sql.execute("INSERT INTO events (session_id, type, ts) VALUES ($1, 'SESSION_START', $2)", new_session(), TS)
+    assert await sql.fetchval("SELECT txid_status($1)", other) == "committed"
+    assert await store.write_stored(sql, first, mine, timeout=5)
+    assert not await store.write_stored(sql, first, other, timeout=5)
+    assert not await store.write_stored(sql, (*first[:4], '{"a": 2}'), mine, timeout=5)
+    assert not await store.write_stored(sql, (new_session(), *first[1:]), mine, timeout=5)
 
 
 # --- the load tests: exactly once and no gap, with one checker ----------------------------
