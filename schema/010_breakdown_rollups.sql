@@ -42,8 +42,24 @@ CREATE TABLE IF NOT EXISTS breakdown_keys (
     -- The last position whose EVENTs this pair's rollup includes.
     through    bigint      NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT now(),
+    -- Set when the pair passed BREAKDOWN_MAX_VALUES values (see the fold): it is
+    -- folded no more, read from events alone, and keeps its place (asked again, it
+    -- is not made again).
+    given_up_at timestamptz,
     UNIQUE (name_id, key)
 );
+
+-- A data key's value as jsonb, as every breakdown and data filter reads it; NULL (the
+-- key counts as missing) when the data holds a \u0000 escape. json accepts one and
+-- a plain-SQL writer can store it (ingest refuses it), but PostgreSQL cannot read
+-- such json as jsonb, nor take a key of it: one such row would fail every read of
+-- its name, and stop its pairs' fold for good. Inlined (a plain SQL expression):
+-- nothing but a search of the text for most rows.
+CREATE OR REPLACE FUNCTION breakdown_value(data json, key text) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN strpos(data::text, '\u0000') = 0 OR data::text !~ '(^|[^\\])(\\\\)*\\u0000'
+                THEN (data -> key)::jsonb END
+$$;
 
 -- The values one pair has seen. Looked up by a hash of the value, not the value:
 -- a btree entry cannot hold a long string, and jsonb_hash agrees with jsonb's
@@ -111,6 +127,16 @@ BEGIN
     DELETE FROM breakdown_session_hours WHERE key_id IN (SELECT id FROM gone);
     RETURN NULL;
 END $$;
+-- TRUNCATE would skip that trigger and leave a pair's rows behind, for whichever
+-- pair gets its id next: refused, with the way that works.
+CREATE OR REPLACE FUNCTION breakdown_keys_refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'breakdown_keys cannot be truncated: DELETE FROM breakdown_keys removes the pairs and their rows';
+END $$;
+DROP TRIGGER IF EXISTS breakdown_keys_no_truncate ON breakdown_keys;
+CREATE TRIGGER breakdown_keys_no_truncate BEFORE TRUNCATE ON breakdown_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION breakdown_keys_refuse_truncate();
 DROP TRIGGER IF EXISTS breakdown_keys_forget ON breakdown_keys;
 CREATE TRIGGER breakdown_keys_forget AFTER DELETE ON breakdown_keys
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION breakdown_keys_forget();
@@ -118,21 +144,26 @@ CREATE TRIGGER breakdown_keys_forget AFTER DELETE ON breakdown_keys
 -- A pair gets a rollup when it is asked for, while fewer than at_most pairs have
 -- one (BREAKDOWN_ROLLUPS). False: the name does not exist or the pairs are all
 -- taken; the breakdown is then read from events alone. Counted under a lock of its
--- own, so two processes asking at once cannot pass the limit together.
+-- own, so two processes asking at once cannot pass the limit together (under READ
+-- COMMITTED: the count must see what was made before the lock was granted). Pairs
+-- given up (see the fold) keep their row but not a place.
 CREATE OR REPLACE FUNCTION breakdown_register(wanted_name text, wanted_key text, at_most integer) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     wanted_id integer;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'breakdown_register() needs READ COMMITTED: its count must see the pairs made before its lock';
+    END IF;
     SELECT id INTO wanted_id FROM event_names WHERE name = wanted_name;
     IF wanted_id IS NULL THEN
         RETURN false;
     END IF;
     IF EXISTS (SELECT 1 FROM breakdown_keys WHERE name_id = wanted_id AND key = wanted_key) THEN
-        RETURN true;
+        RETURN EXISTS (SELECT 1 FROM breakdown_keys WHERE name_id = wanted_id AND key = wanted_key AND given_up_at IS NULL);
     END IF;
     PERFORM pg_advisory_xact_lock(727401, 5);
-    IF (SELECT count(*) FROM breakdown_keys) >= at_most THEN
+    IF (SELECT count(*) FROM breakdown_keys WHERE given_up_at IS NULL) >= at_most THEN
         RETURN false;
     END IF;
     INSERT INTO breakdown_keys (name_id, key) VALUES (wanted_id, wanted_key) ON CONFLICT DO NOTHING;
@@ -167,15 +198,15 @@ BEGIN
     END IF;
     PERFORM pg_advisory_xact_lock(727401, 2);
     SELECT position INTO folded FROM stats_folded;
-    FOR done IN SELECT DISTINCT through FROM breakdown_keys WHERE through < folded ORDER BY through LOOP
+    FOR done IN SELECT DISTINCT through FROM breakdown_keys WHERE through < folded AND given_up_at IS NULL ORDER BY through LOOP
         -- The pairs of this slice, named once: a pair made meanwhile (through 0) must
         -- not be moved past events it was not given.
-        pairs := ARRAY(SELECT id FROM breakdown_keys WHERE through = done);
+        pairs := ARRAY(SELECT id FROM breakdown_keys WHERE through = done AND given_up_at IS NULL);
         upto := least(folded, coalesce((SELECT position FROM events WHERE position > done
                                          ORDER BY position OFFSET max_events - 1 LIMIT 1), folded));
 
         WITH slice AS MATERIALIZED (
-            SELECT k.id AS key_id, e.session_id, e.ts - e.ts % 3600000 AS hour_ms, (e.data -> k.key)::jsonb AS v,
+            SELECT k.id AS key_id, e.session_id, e.ts - e.ts % 3600000 AS hour_ms, breakdown_value(e.data, k.key) AS v,
                    count(*) AS events
               FROM events e
               JOIN breakdown_keys k ON k.name_id = e.name_id AND k.id = ANY(pairs)
@@ -237,8 +268,26 @@ BEGIN
         ON CONFLICT (key_id, hour_ms, value_id, prev_hour_ms) DO UPDATE SET sessions = n.sessions + EXCLUDED.sessions;
 
         UPDATE breakdown_keys SET through = upto WHERE id = ANY(pairs);
+
+        -- A key with more values than a breakdown can show (an id, a timestamp, a
+        -- free text) costs a row per event, and a read as long as from events: past
+        -- 10,000 values the pair is given up and its rows go (a slice adds at most
+        -- max_events values, so they are few).
+        WITH gone AS (
+            UPDATE breakdown_keys k SET given_up_at = now()
+             WHERE k.id = ANY(pairs)
+               AND (SELECT count(*) FROM (SELECT 1 FROM breakdown_values b WHERE b.key_id = k.id LIMIT 10001) AS c) > 10000
+            RETURNING k.id
+        ), values_gone AS (
+            DELETE FROM breakdown_values WHERE key_id IN (SELECT id FROM gone)
+        ), presences_gone AS (
+            DELETE FROM breakdown_presences WHERE key_id IN (SELECT id FROM gone)
+        ), events_gone AS (
+            DELETE FROM breakdown_event_hours WHERE key_id IN (SELECT id FROM gone)
+        )
+        DELETE FROM breakdown_session_hours WHERE key_id IN (SELECT id FROM gone);
     END LOOP;
-    RETURN NOT EXISTS (SELECT 1 FROM breakdown_keys WHERE through < folded);
+    RETURN NOT EXISTS (SELECT 1 FROM breakdown_keys WHERE through < folded AND given_up_at IS NULL);
 END $$;
 
 -- 005's stats_fold(), plus the breakdown pairs' (after the fold has moved the

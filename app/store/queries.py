@@ -450,7 +450,7 @@ SELECT s.id::text AS session_id, s.start_ms, s.end_ms, s.event_count, s.seen
         WHERE NOT EXISTS (SELECT 1 FROM events e
                            WHERE e.session_id = s.id AND e.type = 'EVENT'
                              AND (cardinality($8::int[]) = 0 OR e.name_id = ANY($8::int[]))
-                             AND (e.data -> d.key)::jsonb IN (d.a, d.b)))
+                             AND breakdown_value(e.data, d.key) IN (d.a, d.b)))
  ORDER BY s.seen DESC
  LIMIT $2
 """
@@ -466,13 +466,13 @@ SELECT s.id::text AS session_id, s.start_ms, s.end_ms, s.event_count, s.seen
 # rest's distinct sessions come from the pairs too, not from the events again (half
 # the time of grouping the events themselves for 30 days, bench stats).
 _BREAKDOWN_EVENTS = """
-    SELECT session_id, ts, (data -> $4::text)::jsonb AS v
+    SELECT session_id, ts, breakdown_value(data, $4::text) AS v
       FROM events
      WHERE type = 'EVENT' AND name_id = $1 AND ts >= $2 AND ts < $3
 """
 STATS_BREAKDOWN = """
 WITH pairs AS MATERIALIZED (
-    SELECT (data -> $4::text)::jsonb AS v, session_id, count(*) AS n
+    SELECT breakdown_value(data, $4::text) AS v, session_id, count(*) AS n
       FROM events
      WHERE type = 'EVENT' AND name_id = $1 AND ts >= $2 AND ts < $3
      GROUP BY 1, 2
@@ -491,7 +491,7 @@ SELECT 2, NULL, coalesce(sum(n), 0)::bigint, count(DISTINCT session_id) FROM pai
 
 # The pair's rollup (schema/010_breakdown_rollups.sql), when it has one: its id and
 # the last position it includes, read in the response's snapshot.
-BREAKDOWN_KEY = "SELECT id, through FROM breakdown_keys WHERE name_id = $1 AND key = $2"
+BREAKDOWN_KEY = "SELECT id, through FROM breakdown_keys WHERE name_id = $1 AND key = $2 AND given_up_at IS NULL"
 # Gives the pair a rollup while fewer than $3 pairs have one; false: none for it.
 BREAKDOWN_REGISTER = "SELECT breakdown_register($1, $2, $3)"
 # STATS_BREAKDOWN's rows ($1: name id, $2: key, $3: limit) for a pair with a rollup ($10: its id, $11: the position it
@@ -508,11 +508,11 @@ BREAKDOWN_REGISTER = "SELECT breakdown_register($1, $2, $3)"
 STATS_BREAKDOWN_ROLLUP = """
 WITH raw AS MATERIALIZED (
     SELECT v, session_id, count(*) AS n
-      FROM (SELECT (data -> $2::text)::jsonb AS v, session_id
+      FROM (SELECT breakdown_value(data, $2::text) AS v, session_id
               FROM events
              WHERE type = 'EVENT' AND name_id = $1 AND (ts >= $6 AND ts < $7 OR ts >= $8 AND ts < $9)
             UNION ALL
-            SELECT (data -> $2::text)::jsonb, session_id
+            SELECT breakdown_value(data, $2::text), session_id
               FROM events
              WHERE position > $11 AND type = 'EVENT' AND name_id = $1 AND ts >= $4 AND ts < $5) AS e
      GROUP BY 1, 2
@@ -557,9 +557,8 @@ SELECT 1, NULL,
        (SELECT coalesce(sum(events), 0) FROM groups g
          WHERE g.v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = g.v))::bigint,
        (SELECT count(DISTINCT session_id)
-          FROM (SELECT p.session_id FROM breakdown_presences p
-                 WHERE p.key_id = $10 AND p.value_id = ANY(ARRAY(SELECT id FROM rest_ids))
-                   AND p.hour_ms >= $4 AND p.hour_ms < $5
+          FROM (SELECT p.session_id FROM rest_ids r JOIN breakdown_presences p ON p.key_id = $10 AND p.value_id = r.id
+                 WHERE p.hour_ms >= $4 AND p.hour_ms < $5
                 UNION ALL
                 SELECT session_id FROM raw_ids r
                  WHERE r.v IS NOT NULL AND NOT EXISTS (SELECT 1 FROM top WHERE top.v = r.v)) AS s)
@@ -578,11 +577,11 @@ SELECT array_position($4::jsonb[], v) AS value, bucket, sum(n)::bigint AS events
           FROM breakdown_event_hours h JOIN breakdown_values b ON b.id = h.value_id
          WHERE h.key_id = $11 AND h.hour_ms >= $5 AND h.hour_ms < $6
         UNION ALL
-        SELECT (data -> $2::text)::jsonb, ts - ts % $3, 1
+        SELECT breakdown_value(data, $2::text), ts - ts % $3, 1
           FROM events
          WHERE type = 'EVENT' AND name_id = $1 AND (ts >= $7 AND ts < $8 OR ts >= $9 AND ts < $10)
         UNION ALL
-        SELECT (data -> $2::text)::jsonb, ts - ts % $3, 1
+        SELECT breakdown_value(data, $2::text), ts - ts % $3, 1
           FROM events
          WHERE position > $12 AND type = 'EVENT' AND name_id = $1 AND ts >= $5 AND ts < $6) AS x
  WHERE v = ANY($4::jsonb[])

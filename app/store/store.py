@@ -562,7 +562,9 @@ async def breakdown_register(pool: asyncpg.Pool, name: str, key: str, at_most: i
     """Gives (name, key) a rollup (schema/010_breakdown_rollups.sql) while fewer than
     at_most pairs have one. Its own short transaction, before the reader's snapshot:
     that one is read-only, and a rollup that is new has nothing folded yet anyway."""
-    async with connection(pool) as conn:
+    # READ COMMITTED whatever the database's default: the count after the lock must see
+    # the pairs other processes made just before.
+    async with connection(pool) as conn, conn.transaction(isolation="read_committed"):
         return bool(await conn.fetchval(queries.BREAKDOWN_REGISTER, name, key, at_most))
 
 

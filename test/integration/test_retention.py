@@ -162,6 +162,10 @@ async def _no_presences_before(sql: asyncpg.Connection, hour_ms: int) -> bool:
     return await _presences(sql, hour_ms) == 0
 
 
+async def _retained_from_past(sql: asyncpg.Connection, ms: int) -> bool:
+    return int(await sql.fetchval(RETAINED_FROM_MS)) > ms
+
+
 async def test_breakdown_presences_follow_the_window(start_service: StartService) -> None:
     svc = await start_service(*RETENTION)
     sql = await asyncpg.connect(svc.database_url)
@@ -179,6 +183,13 @@ async def test_breakdown_presences_follow_the_window(start_service: StartService
         # The answer says that it reaches before what is retained.
         status, body = await _get(f"{svc.url}/stats/breakdown?from=0&to={TS + 6 * HOUR_MS}&name=gone&key=k")
         assert status == 200 and body["retained_from"] == retained_from
+        # Presences of the hours retained stay through the next removals; the hourly counts stay.
+        now = int(time.time() * 1000)
+        await upload(svc.ws_url, new_session(), [event("gone", now, data={"k": "now"})])
+        await until(lambda: _presences_at_least(sql, 1))
+        await until(lambda: _retained_from_past(sql, retained_from))
+        assert await _presences(sql) == 1
+        assert await sql.fetchval("SELECT sum(events) FROM breakdown_event_hours WHERE hour_ms < $1", now - now % HOUR_MS) == 6
     finally:
         await sql.close()
 
