@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -137,6 +138,10 @@ class _Lines:
         asyncio.run_coroutine_threadsafe(self.chunks.put(item), self.loop).result()
 
     def _read(self, fd: int) -> None:
+        # Ctrl-C goes to the main thread, whose wait it interrupts at once; delivered to
+        # this one, it would wait for the event loop's next timer.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             tail = b""
             while block := os.read(fd, self.BLOCK):
