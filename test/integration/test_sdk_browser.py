@@ -529,13 +529,26 @@ async def test_a_page_restored_from_the_back_forward_cache_carries_on(
     try:
         page = await open_page(ctx, shop)
         await make(page)
-        run = uuid.uuid4().hex
-        await page.evaluate("(run) => { for (let i = 0; i < 80; i++) window.up.track('bf', { run, i }); }", run)
-        await page.goto(shop.origin + "/away")  # pagehide(persisted): the open batch sealed, the socket closed
-        await page.go_back(wait_until="commit")  # a restore fires no load event
-        await page.wait_for_function("window.restored === 1")  # the same page, out of the cache
-        await page.evaluate("(run) => { for (let i = 80; i < 120; i++) window.up.track('bf', { run, i }); }", run)
-        await flush(page)
-        await assert_exactly_once(service, run, 120)
+        # Whether Chrome keeps a page in the cache is its own choice (under a full suite's
+        # load it once loaded the page afresh instead). Every attempt must lose and
+        # duplicate nothing either way; the restore itself must happen in one of them.
+        for _ in range(5):
+            run = uuid.uuid4().hex
+            await page.evaluate("(run) => { for (let i = 0; i < 80; i++) window.up.track('bf', { run, i }); }", run)
+            await page.goto(shop.origin + "/away")  # pagehide(persisted): the open batch sealed, the socket closed
+            await page.go_back(wait_until="commit")  # a restore fires no load event
+            # The same page out of the cache, or a fresh load of it (no uploader yet).
+            await page.wait_for_function(
+                "window.restored === 1 || (window.ready === true && window.up === undefined && !window.restored)"
+            )
+            if await page.evaluate("() => window.restored === 1"):
+                await page.evaluate("(run) => { for (let i = 80; i < 120; i++) window.up.track('bf', { run, i }); }", run)
+                await flush(page)
+                await assert_exactly_once(service, run, 120)
+                return
+            await make(page)  # loaded afresh: the new uploader sends what the old page left
+            await flush(page)
+            await assert_exactly_once(service, run, 80)
+        pytest.fail("Chromium never restored the page from its back/forward cache in 5 attempts")
     finally:
         await ctx.close()
