@@ -206,10 +206,11 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
     body: dict[str, Any] = {"from": rng.start, "to": rng.end, "name": wanted.name, "key": wanted.key}
     ids = await store.stats_name_ids(conn, [wanted.name])
     groups: list[store.BreakdownGroup] = []
+    rollup: store.BreakdownRollup | None = None  # read once: the values and the series use the same one
+    split = st.hour_split(rng)
     if wanted.name in ids:
-        groups = await store.stats_breakdown(
-            conn, ids[wanted.name], rng.start, rng.end, wanted.key, wanted.limit, st.hour_split(rng)
-        )
+        rollup = await store.breakdown_rollup(conn, ids[wanted.name], wanted.key)
+        groups = await store.stats_breakdown(conn, ids[wanted.name], rng.start, rng.end, wanted.key, wanted.limit, rollup, split)
     values = sorted((g for g in groups if g.kind == 0), key=lambda g: (-g.events, g.value or ""))
     rest = {g.kind: {"events": g.events, "sessions": g.sessions} for g in groups if g.kind != 0}
     empty = {"events": 0, "sessions": 0}
@@ -230,7 +231,8 @@ async def _breakdown(conn: asyncpg.Connection, options: dict[str, Any], rng: st.
                 wanted.key,
                 size,
                 labels,
-                st.hour_split(rng) if size % st.HOUR_MS == 0 else None,
+                rollup if size % st.HOUR_MS == 0 else None,
+                split,
             )
         starts = st.bucket_starts(rng, size)
         body["series"] = [

@@ -568,6 +568,20 @@ async def breakdown_register(pool: asyncpg.Pool, name: str, key: str, at_most: i
         return bool(await conn.fetchval(queries.BREAKDOWN_REGISTER, name, key, at_most))
 
 
+class BreakdownRollup(NamedTuple):
+    """A pair's rollup (schema/010_breakdown_rollups.sql): its id, and the last position it counts."""
+
+    key_id: int
+    through: int
+
+
+@_translated
+async def breakdown_rollup(conn: asyncpg.Connection, name_id: int, key: str) -> BreakdownRollup | None:
+    """The pair's rollup, read in the response's snapshot; None: the pair is read from events alone."""
+    row = await conn.fetchrow(queries.BREAKDOWN_KEY, name_id, key)
+    return None if row is None else BreakdownRollup(int(row[0]), int(row[1]))
+
+
 @_translated
 async def stats_breakdown(
     conn: asyncpg.Connection,
@@ -576,11 +590,11 @@ async def stats_breakdown(
     end: int,
     key: str,
     limit: int,
+    rollup: BreakdownRollup | None,
     split: tuple[int, int, int, int, int, int],
 ) -> list[BreakdownGroup]:
-    """From the pair's rollup and the events it does not include, or from the events
-    alone when the pair has none; `split` is app/reads/stats.py hour_split."""
-    rollup = await conn.fetchrow(queries.BREAKDOWN_KEY, name_id, key)
+    """From the pair's rollup and the events it does not count, or from the events
+    alone without one; `split` is app/reads/stats.py hour_split."""
     if rollup is None:
         rows = await conn.fetch(queries.STATS_BREAKDOWN, name_id, start, end, key, limit)
     else:
@@ -597,13 +611,13 @@ async def stats_breakdown_buckets(
     key: str,
     size: int,
     values: list[str],
-    split: tuple[int, int, int, int, int, int] | None,
+    rollup: BreakdownRollup | None,
+    split: tuple[int, int, int, int, int, int],
 ) -> dict[int, dict[int, int]]:
     """Index into `values` (0-based) -> bucket start -> EVENTs; empty buckets absent.
-    From the pair's rollup when it has one and `split` is given (app/reads/stats.py
-    hour_split: only for buckets of whole hours, which hourly rows fall into)."""
-    rollup = await conn.fetchrow(queries.BREAKDOWN_KEY, name_id, key) if split is not None else None
-    if split is None or rollup is None:
+    From the pair's rollup when given one (only for buckets of whole hours, which its
+    hourly rows fall into); `split` is app/reads/stats.py hour_split."""
+    if rollup is None:
         rows = await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS, name_id, start, end, key, size, values)
     else:
         rows = await conn.fetch(queries.STATS_BREAKDOWN_BUCKETS_ROLLUP, name_id, key, size, values, *split, *rollup)

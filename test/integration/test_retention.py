@@ -14,6 +14,7 @@ from collections.abc import Awaitable
 import aiohttp
 import asyncpg
 
+from app.store import store
 from test.conftest import StartService
 from test.support.clients import SSEReader, Uploader, event, metric, new_session, readyz, upload
 from test.support.invariants import run_load
@@ -25,7 +26,6 @@ WINDOW = 3.0
 RETENTION = ("--retention-days", str(WINDOW / 86_400), "--retention-check-seconds", "0.2")
 TS = 1_700_000_000_000
 HOUR_MS = 3_600_000
-RETAINED_FROM_MS = "SELECT (extract(epoch FROM retained_from) * 1000)::bigint FROM retention_state"
 
 
 async def _count(sql: asyncpg.Connection, session: str) -> int:
@@ -163,7 +163,7 @@ async def _no_presences_before(sql: asyncpg.Connection, hour_ms: int) -> bool:
 
 
 async def _retained_from_past(sql: asyncpg.Connection, ms: int) -> bool:
-    return int(await sql.fetchval(RETAINED_FROM_MS)) > ms
+    return (await store.retained_from(sql) or 0) > ms
 
 
 async def test_breakdown_presences_follow_the_window(start_service: StartService) -> None:
@@ -178,7 +178,8 @@ async def test_breakdown_presences_follow_the_window(start_service: StartService
         await upload(svc.ws_url, lost, [event("gone", TS + i * HOUR_MS, data={"k": i % 3}) for i in range(5)])
         await until(lambda: _presences_at_least(sql, 5))
         await until(lambda: _awaitable_zero(sql, lost))
-        retained_from = int(await sql.fetchval(RETAINED_FROM_MS))
+        retained_from = await store.retained_from(sql)
+        assert retained_from is not None
         await until(lambda: _no_presences_before(sql, retained_from - retained_from % HOUR_MS))
         # The answer says that it reaches before what is retained.
         status, body = await _get(f"{svc.url}/stats/breakdown?from=0&to={TS + 6 * HOUR_MS}&name=gone&key=k")

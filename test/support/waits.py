@@ -23,9 +23,11 @@ async def folded(sql: asyncpg.Connection) -> bool:
 
 
 async def breakdowns_folded(sql: asyncpg.Connection) -> bool:
-    """Whether every breakdown rollup (schema/010) has counted every entry."""
+    """Whether every breakdown rollup (schema/010) has counted every entry (a pair given
+    up folds no more: it has no rollup to wait for)."""
     return bool(
         await sql.fetchval(
-            "SELECT coalesce((SELECT min(through) FROM breakdown_keys) >= (SELECT max(position) FROM events), true)"
+            "SELECT coalesce((SELECT min(through) FROM breakdown_keys WHERE given_up_at IS NULL)"
+            " >= (SELECT max(position) FROM events), true)"
         )
     )
