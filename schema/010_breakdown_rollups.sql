@@ -118,13 +118,21 @@ DROP TRIGGER IF EXISTS breakdown_keys_lock_fold ON breakdown_keys;
 CREATE TRIGGER breakdown_keys_lock_fold BEFORE DELETE ON breakdown_keys
     FOR EACH STATEMENT EXECUTE FUNCTION breakdown_keys_lock_fold();
 
+-- Every row the pairs `pairs` have, but their breakdown_keys rows: for a DELETE of
+-- those (the trigger below) and for the pairs the fold gives up.
+CREATE OR REPLACE FUNCTION breakdown_forget(pairs integer[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM breakdown_values WHERE key_id = ANY(pairs);
+    DELETE FROM breakdown_presences WHERE key_id = ANY(pairs);
+    DELETE FROM breakdown_event_hours WHERE key_id = ANY(pairs);
+    DELETE FROM breakdown_session_hours WHERE key_id = ANY(pairs);
+END $$;
+
 CREATE OR REPLACE FUNCTION breakdown_keys_forget() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM breakdown_values WHERE key_id IN (SELECT id FROM gone);
-    DELETE FROM breakdown_presences WHERE key_id IN (SELECT id FROM gone);
-    DELETE FROM breakdown_event_hours WHERE key_id IN (SELECT id FROM gone);
-    DELETE FROM breakdown_session_hours WHERE key_id IN (SELECT id FROM gone);
+    PERFORM breakdown_forget(ARRAY(SELECT id FROM gone));
     RETURN NULL;
 END $$;
 -- TRUNCATE would skip that trigger and leave a pair's rows behind, for whichever
@@ -151,6 +159,7 @@ CREATE OR REPLACE FUNCTION breakdown_register(wanted_name text, wanted_key text,
 LANGUAGE plpgsql AS $$
 DECLARE
     wanted_id integer;
+    kept boolean;
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'breakdown_register() needs READ COMMITTED: its count must see the pairs made before its lock';
@@ -159,8 +168,9 @@ BEGIN
     IF wanted_id IS NULL THEN
         RETURN false;
     END IF;
-    IF EXISTS (SELECT 1 FROM breakdown_keys WHERE name_id = wanted_id AND key = wanted_key) THEN
-        RETURN EXISTS (SELECT 1 FROM breakdown_keys WHERE name_id = wanted_id AND key = wanted_key AND given_up_at IS NULL);
+    SELECT given_up_at IS NULL INTO kept FROM breakdown_keys WHERE name_id = wanted_id AND key = wanted_key;
+    IF FOUND THEN
+        RETURN kept;
     END IF;
     PERFORM pg_advisory_xact_lock(727401, 5);
     IF (SELECT count(*) FROM breakdown_keys WHERE given_up_at IS NULL) >= at_most THEN
@@ -189,6 +199,7 @@ DECLARE
     done bigint;
     upto bigint;
     pairs integer[];
+    given_up integer[];
 BEGIN
     IF current_setting('transaction_isolation') <> 'read committed' THEN
         RAISE EXCEPTION 'breakdown_fold_up_to() needs READ COMMITTED: a snapshot older than the previous fold would count its work twice';
@@ -278,14 +289,11 @@ BEGIN
              WHERE k.id = ANY(pairs)
                AND (SELECT count(*) FROM (SELECT 1 FROM breakdown_values b WHERE b.key_id = k.id LIMIT 10001) AS c) > 10000
             RETURNING k.id
-        ), values_gone AS (
-            DELETE FROM breakdown_values WHERE key_id IN (SELECT id FROM gone)
-        ), presences_gone AS (
-            DELETE FROM breakdown_presences WHERE key_id IN (SELECT id FROM gone)
-        ), events_gone AS (
-            DELETE FROM breakdown_event_hours WHERE key_id IN (SELECT id FROM gone)
         )
-        DELETE FROM breakdown_session_hours WHERE key_id IN (SELECT id FROM gone);
+        SELECT ARRAY(SELECT id FROM gone) INTO given_up;
+        IF cardinality(given_up) > 0 THEN
+            PERFORM breakdown_forget(given_up);
+        END IF;
     END LOOP;
     RETURN NOT EXISTS (SELECT 1 FROM breakdown_keys WHERE through < folded AND given_up_at IS NULL);
 END $$;
