@@ -257,6 +257,12 @@ async def test_filter_by_name_and_type(monitor: MonitorPage, service: Service) -
 async def test_pause_buffers_and_resume_shows_the_buffered_rows(monitor: MonitorPage, service: Service) -> None:
     await monitor.open()
     page = monitor.page
+    # "live" comes with the stream's opening, not after its opening tail: once an entry
+    # sent now shows, every earlier one has arrived (the stream is in order), and only
+    # the three below can wait behind the pause (a CPU hog once left 20 of the tail).
+    settled = str(uuid.uuid4())
+    await send(service, settled, [{"type": "EVENT", "timestamp": T0, "name": "settled"}])
+    await expect(monitor.rows(settled)).to_have_count(1)
     sid = str(uuid.uuid4())
     pause = page.get_by_test_id("pause-btn")
     await pause.click()
