@@ -9,7 +9,7 @@ from typing import Any
 from app.store import db as app_db
 from app.store import queries
 
-from . import ceilings, wsload
+from . import ceilings, cpu_profile, wsload
 from .report import Row, disturbed, emit, is_disturbed
 from .service import Database, Meter, Service, mib, service
 
@@ -37,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copy-chunk", type=int, default=10_000, help="rows per COPY, each its own commit (default 10000)")
     p.add_argument("--tx-events", type=int, default=2000, help="events for the one-transaction-per-event ceiling")
     p.add_argument("--no-ceilings", action="store_true", help="skip the raw PostgreSQL ceilings")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a perf profile of the whole machine during the max run: CPU per process and per ACKed event, "
+        "and the events/s that work would allow on every core (needs perf and root)",
+    )
     p.add_argument(
         "--breakdown",
         action="append",
@@ -91,11 +97,12 @@ def ingest_row(
 
 
 async def phase(
-    svc: Service, db: Database, cfg: wsload.IngestConfig, sids: list[str]
-) -> tuple[wsload.IngestResult, dict[str, Any]]:
-    meter = Meter(svc.tree, db.tree)
+    svc: Service, db: Database, cfg: wsload.IngestConfig, sids: list[str], *, profile: bool = False
+) -> tuple[wsload.IngestResult, dict[str, Any], cpu_profile.Profile | None]:
+    meter = cpu_profile.ProfilingMeter(svc.tree, db.tree, db.url) if profile else Meter(svc.tree, db.tree)
     res = await wsload.run(svc.ws, cfg, sids, meter)
-    return res, meter.result
+    found = await meter.finish() if isinstance(meter, cpu_profile.ProfilingMeter) else None
+    return res, meter.result, found
 
 
 async def _register_breakdowns(url: str, pairs: list[str]) -> str:
@@ -131,11 +138,15 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             runs = [("fixed rate", float(args.rate))]
         best = 0.0
         best_disturbed: str | None = None
+        profiled: tuple[cpu_profile.Profile, int] | None = None
+        server_pids = {p.pid for p in svc.tree.processes()}
         for name, rate in runs:
             if rate == -1.0:
                 rate = max(1.0, best / 2)
             cfg = dataclasses.replace(base, rate=rate)
-            res, m = await phase(svc, db, cfg, sids)
+            res, m, found = await phase(svc, db, cfg, sids, profile=args.profile and rate is None)
+            if found is not None:
+                profiled = (found, res.events)
             row = ingest_row(name, cfg, args.workers, res, m, svc.tree.rss_bytes())
             if res.events_per_s > best:
                 best, best_disturbed = res.events_per_s, row["disturbed"]
@@ -144,6 +155,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                 notes.append(f"{name}: {res.errors} errors, first: `{res.first_error}`")
             if res.late_frames:
                 notes.append(f"{name}: {res.late_frames} frames never acknowledged")
+        ceiling: float | None = None
         if not args.no_ceilings and best > 0:
             count = max(args.tx_events, min(args.copy_rows, int(best * base.duration)))
             copy, tx = await ceilings.measure(
@@ -178,6 +190,7 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                 )
                 if is_disturbed(state)
             ]
+            ceiling = copy.rows_per_s
             notes.append(
                 f"Ours (max {best:,.0f} events/s) = **{best / copy.rows_per_s:.2f}× the COPY ceiling** "
                 f"({copy.rows_per_s:,.0f} rows/s over {copy.rows:,} rows) and "
@@ -191,3 +204,13 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         "process tree. The ceilings write into `LIKE events INCLUDING ALL` copies: no triggers, no foreign keys."
     )
     emit(f"ingest ({base.duration:g} s measured after {base.warmup:g} s warm-up, mode {base.mode})", rows, notes)
+    if profiled is not None:
+        found, events = profiled
+        if found.missing:
+            emit("where the CPU of the max run went", [], [f"No profile: {found.missing}."])
+        else:
+            emit(
+                f"where the CPU of the max run went (perf at {cpu_profile.HZ} Hz on every core)",
+                cpu_profile.rows(found, events, server_pids),
+                [cpu_profile.bound_note(found, events, ceiling, server_pids)],
+            )
