@@ -44,6 +44,12 @@ def parser() -> argparse.ArgumentParser:
             help="mark a row disturbed when other processes used more than this many cores on average "
             f"during its window (default {report.DISTURBED_CORES:g})",
         )
+        p.add_argument(
+            "--fresh-wal",
+            action="store_true",
+            help="measure a new throwaway cluster as it is, creating a WAL file every 16 MB of WAL "
+            "(default: write and recycle 512 MB of WAL first, as a cluster that has run a while)",
+        )
         add(p)
     v = sub.add_parser("validate", help=validate.__doc__.splitlines()[0], description=validate.__doc__)
     validate.add_arguments(v)
@@ -59,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     report.DISTURBED_CORES = args.disturbed_above
     run = SCENARIOS[args.scenario][1]
-    with database(args.database_url) as db:
+    with database(args.database_url, warm=not args.fresh_wal) as db:
         run_loop(run(args, db))
     return 0
 

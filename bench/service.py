@@ -173,9 +173,37 @@ class Database:
     owned: bool
 
 
+# WAL written (and recycled) before a throwaway cluster is measured. A new cluster has
+# no WAL segment files to reuse: every 16 MB of WAL the committing backend creates and
+# zero-fills a new one while holding the WAL write lock, and every commit waits ~50 ms
+# (IO:WALInitWrite, seen every 0.6 s at half load). A cluster that has run for a while
+# recycles the segments of its past checkpoints instead, so it is warmed up first:
+# `--fresh-wal` measures the new cluster instead.
+WARM_WAL_MB = 512
+
+
+def warm_wal(url: str, megabytes: int = WARM_WAL_MB) -> None:
+    """Writes ``megabytes`` of WAL and checkpoints, so that later WAL reuses those segment files."""
+    import asyncpg
+
+    async def write() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                "CREATE TABLE bench_wal_warmup AS SELECT repeat('x', 1000) AS pad FROM generate_series(1, $1::int * 1000)",
+                megabytes,
+            )
+            await conn.execute("DROP TABLE bench_wal_warmup")
+            await conn.execute("CHECKPOINT")
+        finally:
+            await conn.close()
+
+    asyncio.run(write())
+
+
 @contextlib.contextmanager
-def database(url: str | None) -> Iterator[Database]:
-    """The given URL, else $DATABASE_URL, else a throwaway pgserver deleted afterwards."""
+def database(url: str | None, *, warm: bool = True) -> Iterator[Database]:
+    """The given URL, else $DATABASE_URL, else a throwaway pgserver deleted afterwards (its WAL warmed up)."""
     url = url or os.environ.get("DATABASE_URL") or None
     if url:
         yield Database(url=url, tree=AllPostgres(), owned=False)
@@ -189,6 +217,10 @@ def database(url: str | None) -> Iterator[Database]:
     print(f"# starting a throwaway PostgreSQL in {tmp}", file=sys.stderr, flush=True)
     server = pgserver.get_server(tmp, cleanup_mode="delete")
     try:
+        if warm:
+            note = f"# writing {WARM_WAL_MB} MB of WAL first, as a cluster that has run a while has (--fresh-wal: not)"
+            print(note, file=sys.stderr, flush=True)
+            warm_wal(server.get_uri())
         yield Database(url=server.get_uri(), tree=ProcTree(server.get_pid()), owned=True)
     finally:
         server.cleanup()
