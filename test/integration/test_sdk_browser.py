@@ -413,6 +413,38 @@ async def test_a_refused_batch_is_reported_once_and_dropped(shop_with: ShopFacto
     assert await leftovers(page) == 0
 
 
+async def test_a_batch_over_the_servers_frame_limit_is_reported_once_and_does_not_block_the_rest(
+    shop_with: ShopFactory, context: BrowserContext
+) -> None:
+    # The server reads at most 4 KiB a frame and closes with 1009 on a larger one; the
+    # page seals below its own 512 KiB. One event of 6 KB among six small ones, each its
+    # own batch, several in flight: the big one is found, dropped and reported once.
+    shop, service = await shop_with(MAX_FRAME_BYTES="4096")
+    page = await open_page(context, shop)
+    closes: list[str] = []
+    page.on("websocket", lambda ws: ws.on("close", lambda _ws: closes.append("closed")))
+    await make(page, flushEvents=1)
+    run = uuid.uuid4().hex
+    await page.evaluate(
+        """(run) => {
+          for (let i = 0; i < 7; i++) window.up.track('frame', i === 2 ? { run, i, pad: 'x'.repeat(6000) } : { run, i });
+        }""",
+        run,
+    )
+    await asyncio.wait_for(flush(page), DEADLINE_S)
+    errors = await page.evaluate("() => window.errors")
+    assert [e["error"] for e in errors] == ["too_large"], errors
+    assert "MAX_FRAME_BYTES" in errors[0]["message"] and isinstance(errors[0]["batch_id"], str)
+    assert closes, "the server never closed a socket: the 1009 path was not taken"
+    assert await stored(service, run) == (6, 6)
+    assert await page.evaluate("() => window.up.pending") == 0
+    assert await leftovers(page) == 0
+    # The uploader carries on at full speed on the next socket.
+    await page.evaluate("(run) => { for (let i = 7; i < 17; i++) window.up.track('frame', { run, i }); }", run)
+    await asyncio.wait_for(flush(page), DEADLINE_S)
+    assert await stored(service, run) == (16, 16)
+
+
 _PARTS = r"""async () => {
   const m = await import(document.body.dataset.sdk);
   const out = {};

@@ -194,7 +194,7 @@ export class SocketTransport {
   constructor(url, opts, handlers) {
     this.url = url;
     this.opts = opts;
-    this.handlers = handlers; // {open(), message(obj), close()}
+    this.handlers = handlers; // {open(), message(obj), close(code)}
     this.ws = null;
     this.attempt = 0;
     this.timer = null;
@@ -248,11 +248,11 @@ export class SocketTransport {
       }
       this.handlers.message(msg);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       clearTimeout(hung);
       if (this.ws !== ws) return;
       this.ws = null;
-      this.handlers.close();
+      this.handlers.close(ev.code);
       if (!this.stopped) this.timer = setTimeout(() => this._connect(), backoffMs(this.attempt++, this.opts));
     };
   }
@@ -363,6 +363,7 @@ export function createUploader(options = {}) {
   const sentAs = new Map(); // frame number on the current socket -> batch_id (an answer may lack the id)
   let frames = 0;
   const retryAt = new Map(); // batch_id -> time before which it is not resent
+  const suspects = new Set(); // batch_ids in flight at a close 1009 (a frame too large): sent alone until answered
   const waiters = []; // flush(): {ids:Set, resolve}
   let open = []; // the batch being filled
   let openBytes = 0;
@@ -379,7 +380,8 @@ export function createUploader(options = {}) {
       pump();
     },
     message: answered,
-    close: () => {
+    close: (code) => {
+      if (code === 1009) frameTooLarge();
       inflight.clear(); // everything unanswered is resent, in order, on the next socket
       sentAs.clear();
     },
@@ -411,12 +413,43 @@ export function createUploader(options = {}) {
     }
   }
 
+  /**
+   * The server closed with 1009: a frame in flight was over its MAX_FRAME_BYTES, and it
+   * never read that frame. Alone in flight, that batch is the one: no resend can pass, so
+   * it is dropped and reported, or it would block every batch behind it for good. With
+   * several in flight, each of them is sent alone until answered, to find it.
+   */
+  function frameTooLarge() {
+    if (inflight.size !== 1) {
+      for (const id of inflight.keys()) suspects.add(id);
+      return;
+    }
+    const [[id, batch]] = inflight;
+    suspects.delete(id);
+    retryAt.delete(id);
+    queue.remove(id);
+    settle();
+    try {
+      onError(
+        refusal(
+          "too_large",
+          `the batch of ${batch.count} events is larger than the server takes in one frame (its MAX_FRAME_BYTES): dropped; set maxBatchBytes below that limit`,
+          [],
+          id,
+        ),
+      );
+    } catch (exc) {
+      console.error("eventservice: onError threw", exc);
+    }
+  }
+
   function pump() {
     if (!socket.open) return;
     const now = Date.now();
     let nextRetry = Infinity;
+    const most = suspects.size > 0 ? 1 : opts.maxInflightFrames;
     for (const batch of queue.batches) {
-      if (inflight.size >= opts.maxInflightFrames) return;
+      if (inflight.size >= most) return;
       if (inflight.has(batch.id)) continue;
       const at = retryAt.get(batch.id) ?? 0;
       if (at > now) {
@@ -452,6 +485,7 @@ export function createUploader(options = {}) {
     sentAs.delete(msg.batch);
     if (typeof id !== "string" || !inflight.has(id)) return;
     inflight.delete(id);
+    suspects.delete(id);
     if (msg.type === "ACK") {
       socket.healthy();
       retryAt.delete(id);
