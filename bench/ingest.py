@@ -11,7 +11,7 @@ from app.store import queries
 
 from . import ceilings, cpu_profile, wsload
 from .report import Row, disturbed, emit, is_disturbed
-from .service import Database, Meter, Service, mib, service
+from .service import Database, Meter, Service, checkpoint, mib, service, wal_files
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="record a perf profile of the whole machine during the max run: CPU per process and per ACKed event, "
+        help="record a perf profile of the whole machine during the first run: CPU per process and per ACKed event, "
         "and the events/s that work would allow on every core (needs perf and root)",
     )
     p.add_argument(
@@ -98,11 +98,20 @@ def ingest_row(
 
 async def phase(
     svc: Service, db: Database, cfg: wsload.IngestConfig, sids: list[str], *, profile: bool = False
-) -> tuple[wsload.IngestResult, dict[str, Any], cpu_profile.Profile | None]:
-    meter = cpu_profile.ProfilingMeter(svc.tree, db.tree, db.url) if profile else Meter(svc.tree, db.tree)
-    res = await wsload.run(svc.ws, cfg, sids, meter)
-    found = await meter.finish() if isinstance(meter, cpu_profile.ProfilingMeter) else None
-    return res, meter.result, found
+) -> tuple[wsload.IngestResult, dict[str, Any], cpu_profile.ProfilingMeter | None]:
+    if not profile:
+        meter = Meter(svc.tree, db.tree)
+        res = await wsload.run(svc.ws, cfg, sids, meter)
+        return res, meter.result, None
+    profiling = cpu_profile.ProfilingMeter(svc.tree, db.tree, db.url)
+    try:
+        res = await wsload.run(svc.ws, cfg, sids, profiling)
+    except BaseException:
+        await profiling.finish()
+        await profiling.read()  # removes its files
+        raise
+    await profiling.finish()  # perf stopped; its samples are read after every run (read())
+    return res, profiling.result, profiling
 
 
 async def _register_breakdowns(url: str, pairs: list[str]) -> str:
@@ -138,16 +147,22 @@ async def main(args: argparse.Namespace, db: Database) -> None:
             runs = [("fixed rate", float(args.rate))]
         best = 0.0
         best_disturbed: str | None = None
-        profiled: tuple[cpu_profile.Profile, int] | None = None
+        profiled: tuple[str, cpu_profile.ProfilingMeter, int] | None = None
         server_pids = {p.pid for p in svc.tree.processes()}
         for name, rate in runs:
             if rate == -1.0:
                 rate = max(1.0, best / 2)
             cfg = dataclasses.replace(base, rate=rate)
-            res, m, found = await phase(svc, db, cfg, sids, profile=args.profile and rate is None)
+            if db.warmed:
+                await checkpoint(db.url)  # each phase reuses the WAL files of the ones before it
+            files_before = await wal_files(db.url)
+            res, m, found = await phase(svc, db, cfg, sids, profile=args.profile and profiled is None)
+            files_after = await wal_files(db.url)
             if found is not None:
-                profiled = (found, res.events)
+                profiled = (name, found, res.events)
             row = ingest_row(name, cfg, args.workers, res, m, svc.tree.rss_bytes())
+            if files_before is not None and files_after is not None:
+                row["new WAL files"] = max(0, files_after - files_before)
             if res.events_per_s > best:
                 best, best_disturbed = res.events_per_s, row["disturbed"]
             rows.append(row)
@@ -157,6 +172,8 @@ async def main(args: argparse.Namespace, db: Database) -> None:
                 notes.append(f"{name}: {res.late_frames} frames never acknowledged")
         ceiling: float | None = None
         if not args.no_ceilings and best > 0:
+            if db.warmed:
+                await checkpoint(db.url)
             count = max(args.tx_events, min(args.copy_rows, int(best * base.duration)))
             copy, tx = await ceilings.measure(
                 db.url,
@@ -203,14 +220,21 @@ async def main(args: argparse.Namespace, db: Database) -> None:
         "window counts against the server), to its ACK. CPU: seconds over the measured window, summed over the "
         "process tree. The ceilings write into `LIKE events INCLUDING ALL` copies: no triggers, no foreign keys."
     )
+    if db.warmed:
+        notes.append(
+            "WAL: the throwaway cluster wrote max_wal_size of WAL before the runs and checkpoints before each, as a "
+            "cluster that has run a while recycles its WAL files; *new WAL files* counts those created during a run "
+            "anyway (each one stalls the commits in flight; `--fresh-wal` measures a new cluster)."
+        )
     emit(f"ingest ({base.duration:g} s measured after {base.warmup:g} s warm-up, mode {base.mode})", rows, notes)
     if profiled is not None:
-        found, events = profiled
+        name, profiling, events = profiled
+        found = await profiling.read()
         if found.missing:
-            emit("where the CPU of the max run went", [], [f"No profile: {found.missing}."])
+            print(f"\nNo profile of the {name} run: {found.missing}.", flush=True)
         else:
             emit(
-                f"where the CPU of the max run went (perf at {cpu_profile.HZ} Hz on every core)",
+                f"where the CPU of the {name} run went (perf at {cpu_profile.HZ} Hz on every core)",
                 cpu_profile.rows(found, events, server_pids),
                 [cpu_profile.bound_note(found, events, ceiling, server_pids)],
             )

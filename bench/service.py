@@ -171,34 +171,65 @@ class Database:
     url: str
     tree: ProcTree | AllPostgres
     owned: bool
+    warmed: bool = False  # a throwaway cluster whose WAL files were made before measuring
 
 
 # WAL written (and recycled) before a throwaway cluster is measured. A new cluster has
 # no WAL segment files to reuse: every 16 MB of WAL the committing backend creates and
-# zero-fills a new one while holding the WAL write lock, and every commit waits ~50 ms
-# (IO:WALInitWrite, seen every 0.6 s at half load). A cluster that has run for a while
-# recycles the segments of its past checkpoints instead, so it is warmed up first:
-# `--fresh-wal` measures the new cluster instead.
-WARM_WAL_MB = 512
+# zero-fills a new one while holding the WAL write lock, and the commits in flight wait
+# ~50 ms each time (IO:WALInitWrite, every 0.6 s at half load). A cluster that has run
+# for a while recycles the files of its past checkpoints instead, so a throwaway one is
+# warmed up first with max_wal_size of WAL (1 GB by default): as many files as the
+# cluster keeps. `--fresh-wal` measures the new cluster instead.
+_WAL_FILES = "SELECT count(*) FROM pg_ls_waldir()"
 
 
-def warm_wal(url: str, megabytes: int = WARM_WAL_MB) -> None:
-    """Writes ``megabytes`` of WAL and checkpoints, so that later WAL reuses those segment files."""
+def warm_wal(url: str) -> int:
+    """Writes max_wal_size of WAL and checkpoints, so that later WAL reuses those files; the MB written."""
     import asyncpg
 
-    async def write() -> None:
+    async def write() -> int:
         conn = await asyncpg.connect(url)
         try:
+            megabytes = int(await conn.fetchval("SELECT pg_size_bytes(current_setting('max_wal_size')) / 1048576"))
             await conn.execute(
                 "CREATE TABLE bench_wal_warmup AS SELECT repeat('x', 1000) AS pad FROM generate_series(1, $1::int * 1000)",
                 megabytes,
             )
             await conn.execute("DROP TABLE bench_wal_warmup")
             await conn.execute("CHECKPOINT")
+            return megabytes
         finally:
             await conn.close()
 
-    asyncio.run(write())
+    return asyncio.run(write())
+
+
+async def checkpoint(url: str) -> None:
+    """Makes the WAL written so far recyclable: the next phase reuses its files instead of creating new ones."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+async def wal_files(url: str) -> int | None:
+    """How many WAL files the cluster holds (None without the right to list them): a rise means files were created."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return None
+    try:
+        return int(await conn.fetchval(_WAL_FILES))
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
 
 
 @contextlib.contextmanager
@@ -218,10 +249,10 @@ def database(url: str | None, *, warm: bool = True) -> Iterator[Database]:
     server = pgserver.get_server(tmp, cleanup_mode="delete")
     try:
         if warm:
-            note = f"# writing {WARM_WAL_MB} MB of WAL first, as a cluster that has run a while has (--fresh-wal: not)"
+            note = "# writing max_wal_size of WAL first, as a cluster that has run a while has (--fresh-wal: not)"
             print(note, file=sys.stderr, flush=True)
             warm_wal(server.get_uri())
-        yield Database(url=server.get_uri(), tree=ProcTree(server.get_pid()), owned=True)
+        yield Database(url=server.get_uri(), tree=ProcTree(server.get_pid()), owned=True, warmed=warm)
     finally:
         server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
