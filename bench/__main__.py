@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
             "--fresh-wal",
             action="store_true",
             help="measure a new throwaway cluster as it is, creating a WAL file every 16 MB of WAL "
-            "(default: write and recycle 512 MB of WAL first, as a cluster that has run a while)",
+            "(default: write and recycle max_wal_size of WAL first, as a cluster that has run a while)",
         )
         add(p)
     v = sub.add_parser("validate", help=validate.__doc__.splitlines()[0], description=validate.__doc__)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,6 @@ _WAL_FILES = "SELECT count(*) FROM pg_ls_waldir()"
 
 def warm_wal(url: str) -> int:
     """Writes max_wal_size of WAL and checkpoints, so that later WAL reuses those files; the MB written."""
-    import asyncpg
 
     async def write() -> int:
         conn = await asyncpg.connect(url)
@@ -207,8 +207,6 @@ def warm_wal(url: str) -> int:
 
 async def checkpoint(url: str) -> None:
     """Makes the WAL written so far recyclable: the next phase reuses its files instead of creating new ones."""
-    import asyncpg
-
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("CHECKPOINT")
@@ -218,8 +216,6 @@ async def checkpoint(url: str) -> None:
 
 async def wal_files(url: str) -> int | None:
     """How many WAL files the cluster holds (None without the right to list them): a rise means files were created."""
-    import asyncpg
-
     try:
         conn = await asyncpg.connect(url)
     except (OSError, asyncpg.PostgresError):
