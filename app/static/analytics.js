@@ -324,7 +324,7 @@
   }
 
   function fillSelect(select, prompt, values, chosen) {
-    const key = JSON.stringify([values, chosen]);
+    const key = JSON.stringify([prompt, values, chosen]);
     if (select.dataset.choices === key) return;
     select.dataset.choices = key;
     select.textContent = '';
@@ -338,6 +338,10 @@
     const names = knownNames();
     if (st.bdName && names.indexOf(st.bdName) < 0) names.push(st.bdName);
     fillSelect($('an-bd-name'), 'choose a name…', names, st.bdName);
+    renderKeyChoices();
+  }
+
+  function renderKeyChoices() {
     const keys = st.bdName ? M.api.dataKeys(st.bdName) : [];
     if (st.bdKey && keys.indexOf(st.bdKey) < 0) keys.push(st.bdKey);
     fillSelect($('an-bd-key'), keys.length || !st.bdName ? 'choose a key…' : 'no data keys seen for this name', keys, st.bdKey);
@@ -759,6 +763,7 @@
       refreshBreakdown();
     });
     $('an-bd-key').addEventListener('focus', renderBreakdownChoices);
+    M.api.onDataKeys((name) => { if (name === st.bdName) renderKeyChoices(); });
     $('an-bd-key').addEventListener('change', () => { st.bdKey = $('an-bd-key').value; refreshBreakdown(); });
     $('an-bd-form').addEventListener('submit', (ev) => ev.preventDefault());
     $('an-funnel-form').addEventListener('submit', (ev) => ev.preventDefault());

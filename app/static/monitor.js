@@ -861,6 +861,7 @@
 
   const VIEWS = ['live', 'analytics'];
   const viewListeners = [];
+  const dataKeyListeners = [];
 
   function showView(name) {
     if (VIEWS.indexOf(name) < 0) name = 'live';
@@ -977,7 +978,11 @@
       keys = new Set();
       state.dataKeys.set(msg.name, keys);
     }
+    const before = keys.size;
     for (const k of Object.keys(msg.data)) if (keys.size < 200) keys.add(k);
+    // A key list already on screen (the breakdown's) grows with the feed, not only when
+    // it is opened again: the feed may bring a name's first events after it was chosen.
+    if (keys.size > before) dataKeyListeners.forEach((fn) => fn(msg.name));
   }
 
   // Refresh the newest page in place: new sessions go on top, known ones are updated.
@@ -1342,6 +1347,7 @@
       showView,
       onView: (fn) => viewListeners.push(fn),
       dataKeys: (name) => [...(state.dataKeys.get(name) || [])].sort(),
+      onDataKeys: (fn) => dataKeyListeners.push(fn), // fn(name): the feed brought a new data key for name
       filterFeedByName: (name) => {
         applyFilters({ session: '', names: [name], types: [] });
         showView('live');

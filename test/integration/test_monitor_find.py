@@ -7,6 +7,7 @@ exactly what it uploaded.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -115,6 +116,32 @@ async def test_session_search_finds_sessions_whose_trees_open(
         await expect(items).to_have_count(3)
         await expect(page.locator("#sessions-title")).to_have_text("Recent sessions")
         await monitor.screenshot(f"monitor-search-{viewport['width']}.png", full_page=True)
+
+
+async def test_the_key_list_fills_when_the_feed_brings_a_chosen_names_keys_later(browser: Browser, start_service: Any) -> None:
+    # The names come from /stats/names, the keys from the live feed: hold the feed until a
+    # name is chosen, then the list must fill by itself, with no click on it.
+    svc = await start_service()
+    await _upload(svc)
+    async with page_on(browser, svc) as monitor:
+        page = monitor.page
+        release = asyncio.Event()
+
+        async def hold(route: Any) -> None:
+            await release.wait()
+            await route.continue_()
+
+        await page.route("**/database_events*", hold)
+        await monitor.open("#analytics", wait_live=False)
+        await expect(page.get_by_test_id("view-analytics")).to_have_attribute("data-loaded", "true")
+        names = page.get_by_test_id("an-bd-name")
+        await expect(names.locator("option")).to_have_count(3)
+        await names.select_option("checkout")
+        keys = page.get_by_test_id("an-bd-key")
+        await expect(keys.locator("option")).to_have_text(["no data keys seen for this name"])
+        release.set()
+        await monitor.expect_state("live")
+        await expect(keys.locator("option")).to_have_text(["choose a key…", "n", "plan"])
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS)
